@@ -1,0 +1,14 @@
+//! Connector traits, the error every connector speaks, and one module per external system.
+//!
+//! A connector translates between one system's API and the canonical model. It implements the
+//! capability traits it supports ([`Source`], [`Sink`]) and never touches the store: the engine
+//! owns checkpoints, links and retries.
+
+pub mod error;
+pub mod files;
+pub mod registry;
+pub mod traits;
+
+pub use error::{ConnectorError, ErrorKind, Fault};
+pub use registry::{ConnectorInfo, SystemConfig, catalog};
+pub use traits::*;

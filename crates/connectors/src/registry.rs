@@ -1,0 +1,63 @@
+//! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
+
+use crate::{ConnectorError, Sink, Source, files};
+use erpsync_model::EntityKind;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// A system's connector settings, tagged by `type` in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SystemConfig {
+    Files(files::FilesConfig),
+}
+
+impl SystemConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SystemConfig::Files(_) => "files",
+        }
+    }
+
+    /// Pure checks of the settings (no network, no file system): every problem, each with the
+    /// field path it concerns relative to the system's table.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        match self {
+            SystemConfig::Files(config) => config.validate(),
+        }
+    }
+
+    pub fn build_source(&self, system: &str) -> Result<Arc<dyn Source>, ConnectorError> {
+        match self {
+            SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
+        }
+    }
+
+    pub fn build_sink(&self, system: &str) -> Result<Arc<dyn Sink>, ConnectorError> {
+        match self {
+            SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
+        }
+    }
+}
+
+/// What `erpsync connectors` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectorInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub entities: Vec<EntityKind>,
+    pub read: bool,
+    pub write: bool,
+    pub webhooks: bool,
+}
+
+pub fn catalog() -> Vec<ConnectorInfo> {
+    vec![ConnectorInfo {
+        name: "files",
+        description: "CSV and JSON Lines files in a folder (the exchange many ERPs still use)",
+        entities: EntityKind::ALL.to_vec(),
+        read: true,
+        write: true,
+        webhooks: false,
+    }]
+}

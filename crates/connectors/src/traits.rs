@@ -1,0 +1,106 @@
+//! The capability traits: `Source` (pull a page from a checkpoint) and `Sink` (push a batch,
+//! one outcome per record).
+
+use crate::ConnectorError;
+use async_trait::async_trait;
+use erpsync_model::{Checkpoint, EntityKind, Record};
+
+/// What a connector can do with one entity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    pub read: bool,
+    pub incremental_read: bool,
+    pub write: bool,
+    pub delete: bool,
+    pub webhook: bool,
+    /// The sink can find an existing record by natural key ([`Sink::lookup`]).
+    pub lookup: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadRequest<'a> {
+    pub entity: EntityKind,
+    /// Where the previous page stopped; the default checkpoint means "from the beginning".
+    pub checkpoint: &'a Checkpoint,
+    /// Upper bound on records per page. A source may return fewer, and may exceed it only to
+    /// keep one record whole (all rows of one product).
+    pub page_size: usize,
+}
+
+/// One page read from a source.
+#[derive(Debug, Clone)]
+pub struct SourcePage {
+    pub records: Vec<SourceRecord>,
+    /// The checkpoint after this page, to be stored once every record of it is durable.
+    pub checkpoint: Checkpoint,
+    /// No more records after this page (for now).
+    pub done: bool,
+}
+
+/// One record as read: either a canonical record or a problem that makes it a dead letter.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// The record's id in the source system. For files: the natural key.
+    pub source_id: String,
+    /// Where it came from, for people: `products.csv: row 12` (rows count from 1, the header
+    /// is row 1).
+    pub origin: Option<String>,
+    /// Identity of the batch it came from (`products.csv` plus its fingerprint): two records with
+    /// the same source id and the same group are a duplicate within one file.
+    pub origin_group: Option<String>,
+    pub content: Result<Record, RecordProblem>,
+}
+
+/// Why a source record cannot be used, with the raw input kept for the dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordProblem {
+    /// `parse`, `validation`, `duplicate`, `encoding`.
+    pub kind: String,
+    pub message: String,
+    /// The raw input: the row as header → value, or the line as text.
+    pub raw: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Source: Send + Sync {
+    fn capabilities(&self, entity: EntityKind) -> Capabilities;
+    async fn read_page(&self, request: &ReadRequest<'_>) -> Result<SourcePage, ConnectorError>;
+}
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct WriteItem {
+    /// The record's id in the target when a link exists (update), else `None` (create).
+    pub target_id: Option<String>,
+    pub natural_key: String,
+    pub record: Record,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    pub entity: EntityKind,
+    /// Deterministic for the same page of the same flow: sinks use it as an idempotency key
+    /// so that a batch replayed after a crash does not write twice.
+    pub batch_id: String,
+    pub items: Vec<WriteItem>,
+}
+
+#[derive(Debug)]
+pub enum WriteOutcome {
+    Created { target_id: String },
+    Updated { target_id: String },
+    Failed(ConnectorError),
+}
+
+#[async_trait]
+pub trait Sink: Send + Sync {
+    fn capabilities(&self, entity: EntityKind) -> Capabilities;
+    /// Largest batch the target accepts in one call.
+    fn max_batch_size(&self, entity: EntityKind) -> usize;
+    /// Finds existing records by natural key (first sync matches before it creates). One entry
+    /// per key, in order. Sinks without lookup return all `None`.
+    async fn lookup(&self, entity: EntityKind, natural_keys: &[String]) -> Result<Vec<Option<String>>, ConnectorError>;
+    /// Writes a batch. `Err` means nothing of the batch is known to be written (retry it
+    /// whole); `Ok` has one outcome per item, in order.
+    async fn write_batch(&self, batch: &WriteBatch) -> Result<Vec<WriteOutcome>, ConnectorError>;
+}

@@ -1,0 +1,32 @@
+//! Store errors.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid store url {0:?}: expected sqlite:///path/to/file.db or postgres://user@host/database")]
+    InvalidUrl(String),
+    #[error("opening the store at {location}: {source}")]
+    Open {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the store: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("store query failed while {doing}: {source}")]
+    Query {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored data is corrupt ({what}): {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: i64 },
+}
+
+impl StoreError {
+    /// Adapter for `map_err`: `query.await.map_err(StoreError::query("claiming jobs"))`.
+    pub fn query(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Query { doing, source }
+    }
+}

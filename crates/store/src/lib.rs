@@ -1,0 +1,136 @@
+//! Durable state of erpsync: checkpoints, links (the identity map), snapshot hashes, jobs,
+//! the webhook inbox, runs, the record log, dead letters and the audit log.
+//!
+//! [`Store`] is the one interface; [`sqlite::SqliteStore`] (the embedded default) and
+//! [`postgres::PostgresStore`] (scale-out) implement it, and one conformance suite
+//! (`tests/conformance.rs`) runs every behaviour against both. This is the only crate that
+//! holds SQL.
+
+mod error;
+pub mod postgres;
+pub mod sqlite;
+mod types;
+
+pub use error::StoreError;
+pub use types::*;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use erpsync_model::{Checkpoint, EntityKind};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the engine persists. All methods are safe to call from many tasks at once.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations. Idempotent; also run on open.
+    async fn migrate(&self) -> Result<()>;
+    /// Highest applied migration version.
+    async fn schema_version(&self) -> Result<i64>;
+
+    // --- checkpoints -------------------------------------------------------------------------
+    async fn checkpoint(&self, flow: &str, source_system: &str) -> Result<Option<Checkpoint>>;
+    async fn put_checkpoint(&self, flow: &str, source_system: &str, checkpoint: &Checkpoint) -> Result<()>;
+    async fn reset_checkpoint(&self, flow: &str, source_system: &str) -> Result<()>;
+
+    // --- links and snapshots -----------------------------------------------------------------
+    /// For each source record of a page: its record identity (by link from the source id, else
+    /// by natural key), its id in the target, and the snapshot of the last write to the target.
+    /// The result has one entry per query item, in the same order.
+    async fn lookup_links(&self, query: &LinkQuery<'_>) -> Result<Vec<LinkState>>;
+
+    /// Commits one page atomically: new record identities, links, snapshot hashes, the record
+    /// log, dead letters (and resolution of superseded ones), the run's counts and the
+    /// checkpoint. Either all of it is durable or none of it is.
+    ///
+    /// Dead letters are keyed by `(flow, source_id)`: a new failure of a record that already
+    /// has an open dead letter updates it (payload, error, one more attempt in its history)
+    /// instead of adding a second; a successful outcome resolves it. Returns the record
+    /// identity of every outcome, in order.
+    async fn commit_page(&self, page: &PageCommit) -> Result<Vec<RecordUid>>;
+
+    /// Every id of one record in every system, found by any system id or natural key.
+    async fn find_records(&self, key: &str) -> Result<Vec<RecordIdentity>>;
+    /// Record log entries for one record, oldest first.
+    async fn record_history(&self, record_uid: RecordUid, limit: u32) -> Result<Vec<RecordLogEntry>>;
+
+    // --- runs --------------------------------------------------------------------------------
+    async fn start_run(&self, run: &NewRun) -> Result<RunId>;
+    async fn finish_run(&self, run_id: RunId, status: RunStatus, error: Option<&str>) -> Result<()>;
+    async fn run(&self, run_id: RunId) -> Result<Option<Run>>;
+    async fn list_runs(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Run>>;
+    /// Runs left `running` by a process that died: marked `interrupted`.
+    async fn interrupt_running_runs(&self, older_than: DateTime<Utc>) -> Result<u64>;
+
+    // --- dead letters ------------------------------------------------------------------------
+    async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    async fn dead_letter(&self, id: DeadLetterId) -> Result<Option<DeadLetter>>;
+    /// Changes status (retrying, resolved, discarded, open) and appends to its history.
+    async fn set_dead_letter_status(&self, id: DeadLetterId, status: DeadLetterStatus, note: &str) -> Result<()>;
+    async fn update_dead_letter_payload(&self, id: DeadLetterId, payload: &serde_json::Value, note: &str) -> Result<()>;
+    async fn count_open_dead_letters(&self) -> Result<Vec<(String, i64)>>;
+
+    // --- jobs --------------------------------------------------------------------------------
+    /// Enqueues a job. With a dedupe key, returns `None` when a pending or running job with the
+    /// same key exists already.
+    async fn enqueue_job(&self, job: &NewJob) -> Result<Option<JobId>>;
+    /// Claims up to `limit` due jobs of the given kinds for `worker`, leased for `lease`.
+    async fn claim_jobs(&self, worker: &str, kinds: &[&str], lease: Duration, limit: u32) -> Result<Vec<Job>>;
+    /// Extends a lease; `false` when the job is no longer held by this worker.
+    async fn heartbeat_job(&self, id: JobId, worker: &str, lease: Duration) -> Result<bool>;
+    async fn complete_job(&self, id: JobId, worker: &str) -> Result<()>;
+    /// Records a failed attempt. With `retry_at` and attempts left, the job becomes pending
+    /// again at that time; otherwise it is dead.
+    async fn fail_job(&self, id: JobId, worker: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> Result<JobState>;
+    /// Hands a job back without counting an attempt (graceful shutdown).
+    async fn release_job(&self, id: JobId, worker: &str) -> Result<()>;
+    /// Returns running jobs whose lease expired to pending. Returns how many.
+    async fn reclaim_expired_jobs(&self) -> Result<u64>;
+    async fn job(&self, id: JobId) -> Result<Option<Job>>;
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<Job>>;
+
+    // --- inbox -------------------------------------------------------------------------------
+    /// Stores a webhook delivery durably; `Duplicate` when its delivery id was seen before.
+    async fn insert_inbox(&self, delivery: &NewInboxDelivery) -> Result<InboxInsert>;
+    async fn pending_inbox(&self, limit: u32) -> Result<Vec<InboxDelivery>>;
+    async fn mark_inbox_processed(&self, id: InboxId, error: Option<&str>) -> Result<()>;
+
+    // --- audit -------------------------------------------------------------------------------
+    async fn audit(&self, entry: &NewAuditEntry) -> Result<()>;
+    async fn list_audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
+/// Which store to open, parsed from a URL: `sqlite:///path/to/erpsync.db` or
+/// `postgres://user@host/db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl StoreUrl {
+    pub fn parse(url: &str) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(StoreUrl::Sqlite(path.into()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url.to_string()));
+        }
+        Err(StoreError::InvalidUrl(url.to_string()))
+    }
+}
+
+/// Opens (creating if needed) and migrates the store at `url`.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreUrl::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+    }
+}
+
+/// Entity names as stored.
+pub fn entity_name(entity: EntityKind) -> &'static str {
+    entity.as_str()
+}

@@ -1,0 +1,430 @@
+//! Plain data types exchanged with the store.
+
+use chrono::{DateTime, Utc};
+use erpsync_model::{Checkpoint, ContentHash, EntityKind};
+use serde::{Deserialize, Serialize};
+
+/// Internal identity of one business record across all systems (the link's hub).
+pub type RecordUid = i64;
+pub type RunId = i64;
+pub type JobId = i64;
+pub type DeadLetterId = i64;
+pub type InboxId = i64;
+
+// --- links -------------------------------------------------------------------------------------
+
+/// A page's worth of link lookups from one source system towards one target system.
+#[derive(Debug, Clone)]
+pub struct LinkQuery<'a> {
+    pub entity: EntityKind,
+    pub source_system: &'a str,
+    pub target_system: &'a str,
+    pub items: Vec<LinkQueryItem<'a>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkQueryItem<'a> {
+    pub source_id: &'a str,
+    pub natural_key: Option<&'a str>,
+}
+
+/// What the store knows about one source record towards one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// Found by the source link or, failing that, by natural key.
+    pub record_uid: Option<RecordUid>,
+    /// True when `record_uid` came from the natural key, not from a link of this source id.
+    pub matched_by_natural_key: bool,
+    pub target_id: Option<String>,
+    /// Hash of the last payload written to the target for this record.
+    pub target_hash: Option<ContentHash>,
+    /// Where the source record was last read from (`products.csv@...:row 12`), used to spot a
+    /// record that appears twice in one source file.
+    pub last_origin: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordAction {
+    Created,
+    Updated,
+    Unchanged,
+    Skipped,
+    Failed,
+    Deleted,
+}
+
+impl RecordAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordAction::Created => "created",
+            RecordAction::Updated => "updated",
+            RecordAction::Unchanged => "unchanged",
+            RecordAction::Skipped => "skipped",
+            RecordAction::Failed => "failed",
+            RecordAction::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "created" => RecordAction::Created,
+            "updated" => RecordAction::Updated,
+            "unchanged" => RecordAction::Unchanged,
+            "skipped" => RecordAction::Skipped,
+            "failed" => RecordAction::Failed,
+            "deleted" => RecordAction::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+/// One page's results, committed in one transaction by [`crate::Store::commit_page`].
+#[derive(Debug, Clone)]
+pub struct PageCommit {
+    pub run_id: RunId,
+    pub flow: String,
+    pub entity: EntityKind,
+    pub source_system: String,
+    pub target_system: String,
+    pub outcomes: Vec<RecordOutcome>,
+    /// The flow's checkpoint after this page; `None` leaves it as it is (dry runs, retries).
+    pub checkpoint: Option<Checkpoint>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordOutcome {
+    /// Known identity, or `None` to allocate a new one (first time this record is seen).
+    pub record_uid: Option<RecordUid>,
+    pub source_id: String,
+    pub natural_key: Option<String>,
+    /// Set when the target has (now) an id for this record: stores the target link.
+    pub target_id: Option<String>,
+    pub action: RecordAction,
+    /// New snapshot of the payload written to the target (only after a successful write).
+    pub target_hash: Option<ContentHash>,
+    pub origin: Option<String>,
+    /// Why it failed or was skipped, for the record log.
+    pub message: Option<String>,
+    /// A failure a person must look at: stored as an open dead letter.
+    pub dead_letter: Option<NewDeadLetter>,
+    /// Whether this outcome is logged in the record log. Unchanged records are counted in the
+    /// run but not logged one by one.
+    pub log: bool,
+}
+
+// --- records and trace -------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordIdentity {
+    pub record_uid: RecordUid,
+    pub entity: String,
+    pub natural_key: Option<String>,
+    /// `(system, external id)` pairs.
+    pub links: Vec<SystemLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SystemLink {
+    pub system: String,
+    pub external_id: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordLogEntry {
+    pub id: i64,
+    pub run_id: Option<RunId>,
+    pub flow: String,
+    pub record_uid: Option<RecordUid>,
+    pub source_system: String,
+    pub source_id: String,
+    pub target_system: String,
+    pub target_id: Option<String>,
+    pub action: RecordAction,
+    pub message: Option<String>,
+    pub origin: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+// --- runs --------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub flow: String,
+    /// `schedule`, `manual`, `webhook`, `reconcile`, `retry`.
+    pub trigger: String,
+    pub full: bool,
+    pub dry_run: bool,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    /// Finished, but some records failed (they are dead letters).
+    PartiallyFailed,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::PartiallyFailed => "partially_failed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "partially_failed" => RunStatus::PartiallyFailed,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// Counts of one run, accumulated by every committed page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub read: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub deleted: i64,
+}
+
+impl RunCounts {
+    pub fn add(&mut self, action: RecordAction) {
+        self.read += 1;
+        match action {
+            RecordAction::Created => self.created += 1,
+            RecordAction::Updated => self.updated += 1,
+            RecordAction::Unchanged => self.unchanged += 1,
+            RecordAction::Skipped => self.skipped += 1,
+            RecordAction::Failed => self.failed += 1,
+            RecordAction::Deleted => self.deleted += 1,
+        }
+    }
+
+    pub fn written(&self) -> i64 {
+        self.created + self.updated + self.deleted
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Run {
+    pub id: RunId,
+    pub flow: String,
+    pub trigger: String,
+    pub full: bool,
+    pub dry_run: bool,
+    pub status: RunStatus,
+    pub counts: RunCounts,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+// --- dead letters ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeadLetter {
+    /// The source record as read (versioned canonical form, or the raw row when it could not be
+    /// parsed), so it can be edited and retried.
+    pub payload: serde_json::Value,
+    /// Connector error kind or `validation`, `mapping`, `duplicate`, `parse`.
+    pub error_kind: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterStatus {
+    Open,
+    Retrying,
+    Resolved,
+    Discarded,
+}
+
+impl DeadLetterStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeadLetterStatus::Open => "open",
+            DeadLetterStatus::Retrying => "retrying",
+            DeadLetterStatus::Resolved => "resolved",
+            DeadLetterStatus::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "open" => DeadLetterStatus::Open,
+            "retrying" => DeadLetterStatus::Retrying,
+            "resolved" => DeadLetterStatus::Resolved,
+            "discarded" => DeadLetterStatus::Discarded,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub id: DeadLetterId,
+    pub flow: String,
+    pub entity: String,
+    pub source_system: String,
+    pub source_id: String,
+    pub target_system: String,
+    pub record_uid: Option<RecordUid>,
+    pub natural_key: Option<String>,
+    pub origin: Option<String>,
+    pub status: DeadLetterStatus,
+    pub error_kind: String,
+    pub error: String,
+    pub payload: serde_json::Value,
+    /// Failed attempts, edits and status changes, oldest first.
+    pub history: Vec<DeadLetterEvent>,
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterEvent {
+    pub at: DateTime<Utc>,
+    /// `failed`, `retrying`, `resolved`, `discarded`, `edited`, `reopened`.
+    pub event: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub flow: Option<String>,
+    pub status: Option<DeadLetterStatus>,
+    pub limit: u32,
+}
+
+// --- jobs --------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub dedupe_key: Option<String>,
+    pub payload: serde_json::Value,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Running,
+    Done,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => JobState::Pending,
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "dead" => JobState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: String,
+    pub dedupe_key: Option<String>,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+// --- inbox -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct NewInboxDelivery {
+    pub system: String,
+    pub delivery_id: String,
+    pub topic: String,
+    pub headers: serde_json::Value,
+    pub body: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxInsert {
+    Inserted(InboxId),
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InboxDelivery {
+    pub id: InboxId,
+    pub system: String,
+    pub delivery_id: String,
+    pub topic: String,
+    pub headers: serde_json::Value,
+    pub body: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+// --- audit -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct NewAuditEntry {
+    /// Who: a token name, `cli:<os user>`, `system`.
+    pub actor: String,
+    /// What: `dead_letter.retry`, `flow.pause`, ...
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
