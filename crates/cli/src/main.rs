@@ -1,1 +1,342 @@
-fn main() {}
+//! The `erpsync` command: validate, migrate, sync, status, failures, trace, serve, demo.
+
+mod demo;
+mod output;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use erpsync_engine::config::Config;
+use erpsync_engine::shutdown::{self, Shutdown};
+use erpsync_engine::{Engine, RunOptions};
+use erpsync_store::{DeadLetterFilter, DeadLetterStatus, RunStatus, StoreUrl};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit code when the command worked but some records failed (they are dead letters).
+const EXIT_RECORDS_FAILED: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "erpsync", version, about = "Keeps an ERP and online shops in step")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "ERPSYNC_CONFIG", default_value = "erpsync.toml")]
+    config: PathBuf,
+    /// Folder for the embedded store (used when the configuration names no store URL).
+    #[arg(long, global = true, env = "ERPSYNC_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Log format on standard error.
+    #[arg(long, global = true, env = "ERPSYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configuration and report every problem with file, line and field.
+    Validate,
+    /// Create or upgrade the store's schema.
+    Migrate,
+    /// Run one flow now.
+    Sync {
+        flow: String,
+        /// Read everything from the start, not from the checkpoint (unchanged records are
+        /// still skipped by hash).
+        #[arg(long)]
+        full: bool,
+        /// Read and compare, but write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flows, their last run, lag and open failures.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records that failed and wait for a person: list, show, retry, discard.
+    Failures {
+        #[command(subcommand)]
+        action: FailuresCommand,
+    },
+    /// Every id of one record in every system and every sync event about it.
+    Trace {
+        /// Any id or natural key: an order number, a SKU, an e-mail, a system id.
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run flows on their schedules until stopped (Ctrl-C or SIGTERM finish the current page).
+    Serve,
+    /// List the connectors this build knows.
+    Connectors,
+    /// Write a demo setup (sample ERP export, configuration) to a folder and sync it.
+    Demo {
+        /// Where to create the demo.
+        #[arg(long, default_value = "erpsync-demo")]
+        dir: PathBuf,
+        /// Number of products in the sample catalog.
+        #[arg(long, default_value_t = 1000)]
+        products: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum FailuresCommand {
+    List {
+        #[arg(long)]
+        flow: Option<String>,
+        /// open, retrying, resolved, discarded, or all.
+        #[arg(long, default_value = "open")]
+        status: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Process failed records again through their flow.
+    Retry {
+        ids: Vec<i64>,
+        /// Retry every open failure (of `--flow` if given).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        flow: Option<String>,
+    },
+    /// Close failed records without syncing them.
+    Discard {
+        ids: Vec<i64>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ERPSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Connectors => {
+            output::print_connectors();
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Demo { dir, products } => return demo::run(dir, *products).await,
+        _ => {}
+    }
+    let config = load_config(&cli.config)?;
+    if matches!(cli.command, Command::Validate) {
+        println!(
+            "{}: configuration is valid ({} systems, {} flows)",
+            cli.config.display(),
+            config.systems.len(),
+            config.flows.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store_url = store_url(&config, &cli.data_dir)?;
+    let store = erpsync_store::open(&store_url).await.context("opening the store")?;
+    let engine = Arc::new(Engine::new(Arc::new(config), store));
+    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+
+    match cli.command {
+        Command::Validate | Command::Connectors | Command::Demo { .. } => unreachable!("handled above"),
+        Command::Migrate => {
+            engine.store().migrate().await?;
+            println!("store schema is at version {}", engine.store().schema_version().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { flow, full, dry_run, no_progress, json } => {
+            let (trigger, listener) = shutdown::channel();
+            spawn_signal_handler(trigger);
+            let options = RunOptions { full, dry_run, trigger: "manual".into() };
+            sync_flow(&engine, &flow, &options, &listener, !no_progress && !json, json).await
+        }
+        Command::Status { json } => {
+            let statuses = engine.status().await?;
+            output::print_status(&statuses, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trace { key, json } => {
+            let report = engine.trace(&key).await?;
+            output::print_trace(&report, json)?;
+            Ok(if report.records.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Failures { action } => failures(&engine, action, &actor).await,
+        Command::Serve => {
+            let (trigger, listener) = shutdown::channel();
+            spawn_signal_handler(trigger);
+            engine.serve(listener).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) fn load_config(path: &Path) -> Result<Config> {
+    match Config::load(path) {
+        Ok(config) => Ok(config),
+        Err(errors) => bail!("{}", errors.to_string().trim_end()),
+    }
+}
+
+pub(crate) fn store_url(config: &Config, data_dir: &Path) -> Result<StoreUrl> {
+    match &config.store.url {
+        Some(url) => Ok(StoreUrl::parse(url)?),
+        None => Ok(StoreUrl::Sqlite(data_dir.join("erpsync.db"))),
+    }
+}
+
+pub(crate) async fn sync_flow(
+    engine: &Engine,
+    flow: &str,
+    options: &RunOptions,
+    shutdown: &Shutdown,
+    show_progress: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let bar = output::progress_bar(flow, show_progress);
+    let report = |counts: &erpsync_store::RunCounts| output::update_progress(&bar, counts);
+    let summary = engine.sync(flow, options, shutdown, &report).await?;
+    bar.finish_and_clear();
+    output::print_summary(&summary, json)?;
+    Ok(match summary.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::PartiallyFailed => ExitCode::from(EXIT_RECORDS_FAILED),
+        RunStatus::Failed | RunStatus::Interrupted | RunStatus::Running => ExitCode::FAILURE,
+    })
+}
+
+/// First Ctrl-C or SIGTERM: finish the current page and stop. Second: exit at once.
+fn spawn_signal_handler(trigger: shutdown::ShutdownTrigger) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("stopping after the current page (press Ctrl-C again to exit at once)");
+        trigger.trigger();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = match signal(SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn failures(engine: &Engine, action: FailuresCommand, actor: &str) -> Result<ExitCode> {
+    let store = engine.store();
+    match action {
+        FailuresCommand::List { flow, status, limit, json } => {
+            let status = match status.as_str() {
+                "all" => None,
+                other => Some(DeadLetterStatus::parse(other).with_context(|| {
+                    format!("unknown status {other:?}: use open, retrying, resolved, discarded or all")
+                })?),
+            };
+            let letters = store.list_dead_letters(&DeadLetterFilter { flow, status, limit }).await?;
+            output::print_failures(&letters, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FailuresCommand::Show { id, json } => {
+            let letter = store.dead_letter(id).await?.with_context(|| format!("failure {id} not found"))?;
+            output::print_failure(&letter, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FailuresCommand::Retry { ids, all, flow } => {
+            let ids = if all {
+                store
+                    .list_dead_letters(&DeadLetterFilter { flow, status: Some(DeadLetterStatus::Open), limit: 100_000 })
+                    .await?
+                    .into_iter()
+                    .map(|letter| letter.id)
+                    .collect()
+            } else if ids.is_empty() {
+                bail!("name the failures to retry (ids from `erpsync failures list`) or pass --all");
+            } else {
+                ids
+            };
+            let mut still_failing = 0;
+            for id in ids {
+                match engine.retry_dead_letter(id, actor).await {
+                    Ok(summary) if summary.counts.failed == 0 && summary.error.is_none() => println!("failure {id}: resolved"),
+                    Ok(summary) => {
+                        still_failing += 1;
+                        let reason = match store.dead_letter(id).await? {
+                            Some(letter) => letter.error,
+                            None => summary.error.unwrap_or_default(),
+                        };
+                        println!("failure {id}: still failing: {reason}");
+                    }
+                    Err(error) => {
+                        still_failing += 1;
+                        println!("failure {id}: {error}");
+                    }
+                }
+            }
+            Ok(if still_failing > 0 { ExitCode::from(EXIT_RECORDS_FAILED) } else { ExitCode::SUCCESS })
+        }
+        FailuresCommand::Discard { ids, reason } => {
+            if ids.is_empty() {
+                bail!("name the failures to discard (ids from `erpsync failures list`)");
+            }
+            for id in ids {
+                engine.discard_dead_letter(id, actor, &reason).await?;
+                println!("failure {id}: discarded");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,1 +1,17 @@
-//! placeholder
+//! The sync engine: flows, jobs, workers, the scheduler, retries, and the configuration.
+//!
+//! [`Engine`] ties a validated [`config::Config`] to a [`erpsync_store::Store`] and the
+//! connectors. A flow run ([`flow::run_flow`]) reads pages from the checkpoint, writes what
+//! changed and commits each page atomically; runs are jobs, so two runs of one flow never
+//! overlap and a run whose process died is picked up again.
+
+pub mod config;
+mod engine;
+mod error;
+pub mod flow;
+mod retry;
+pub mod shutdown;
+
+pub use engine::{Engine, FlowStatus, TraceReport, WorkerId};
+pub use error::EngineError;
+pub use flow::{RunOptions, RunSummary};

@@ -1,0 +1,490 @@
+//! The configuration file: systems, flows and triggers, parsed and validated in a pure step.
+//!
+//! Parsing collects every problem at once, each with file, line, column and field, instead of
+//! stopping at the first: a user fixing a configuration should see the whole list.
+
+use croner::Cron;
+use erpsync_connectors::SystemConfig;
+use erpsync_model::EntityKind;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from; relative paths in it are relative to its folder.
+    pub source: PathBuf,
+    pub store: StoreSettings,
+    pub engine: EngineSettings,
+    pub systems: BTreeMap<String, SystemConfig>,
+    pub flows: BTreeMap<String, FlowConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `sqlite:///path/erpsync.db` or `postgres://...`. Default: `erpsync.db` in the data
+    /// directory.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// How long a claimed job stays leased without a heartbeat.
+    #[serde(with = "duration_text")]
+    pub lease: Duration,
+    /// How many flows `serve` runs at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { lease: Duration::from_secs(60), concurrency: 4 }
+    }
+}
+
+/// One flow: an entity moving from a source system to a target system.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    pub name: String,
+    pub entity: EntityKind,
+    pub source: String,
+    pub target: String,
+    pub trigger: Option<Trigger>,
+    pub page_size: usize,
+    pub retry: RetryPolicy,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Interval(Duration),
+    Cron(Box<Cron>, String),
+}
+
+/// Backoff for transient failures: `initial * 2^attempt`, capped at `max`, with jitter.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    #[serde(with = "duration_text")]
+    pub initial: Duration,
+    #[serde(with = "duration_text")]
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 5, initial: Duration::from_millis(500), max: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlow {
+    entity: String,
+    source: String,
+    target: String,
+    interval: Option<String>,
+    schedule: Option<String>,
+    #[serde(default = "default_page_size")]
+    page_size: usize,
+    #[serde(default)]
+    retry: RetryPolicy,
+    #[serde(default = "default_true")]
+    enabled: bool,
+}
+
+fn default_page_size() -> usize {
+    500
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the field: `flows.products.source`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.field, self.message)
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{} in the configuration:", if n == 1 { "" } else { "s" })?;
+        for problem in &self.0 {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Problems<'a> {
+    file: String,
+    text: &'a str,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems<'_> {
+    fn push(&mut self, offset: usize, field: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, offset);
+        self.list.push(ConfigProblem { file: self.file.clone(), line, column, field: field.into(), message: message.into() });
+    }
+
+    fn push_toml(&mut self, fallback_offset: usize, field: &str, error: &toml::de::Error) {
+        let offset = error.span().map(|span| span.start).unwrap_or(fallback_offset);
+        let message = error.message().trim().trim_end_matches('.').to_string();
+        // Serde names the offending key in its message; say which table it is in as the field.
+        self.push(offset, field, message);
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map(|newline| offset - newline).unwrap_or(offset + 1);
+    (line, column)
+}
+
+impl Config {
+    /// Reads and validates a configuration file. `${VAR}` references are left for the
+    /// connectors' secret types; no network and no secrets are touched here.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors(vec![ConfigProblem {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot read the configuration file: {error}"),
+            }])
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let mut problems = Problems { file: path.display().to_string(), text, list: Vec::new() };
+        let (root, parse_errors) = DeTable::parse_recoverable(text);
+        for error in &parse_errors {
+            problems.push_toml(0, "", error);
+        }
+        if !parse_errors.is_empty() {
+            return Err(ConfigErrors(problems.list));
+        }
+        let root = root.into_inner();
+
+        let mut store = StoreSettings::default();
+        let mut engine = EngineSettings::default();
+        let mut systems = BTreeMap::new();
+        let mut flows = BTreeMap::new();
+        let mut system_spans = BTreeMap::new();
+        let mut raw_flows: Vec<(String, usize, Spanned<DeValue>)> = Vec::new();
+
+        for (key, value) in root.iter() {
+            let offset = key.span().start;
+            match key.get_ref().as_ref() {
+                "store" => {
+                    if let Some(parsed) = deserialize_item::<StoreSettings>(&mut problems, value, "store") {
+                        store = parsed;
+                    }
+                }
+                "engine" => {
+                    if let Some(parsed) = deserialize_item::<EngineSettings>(&mut problems, value, "engine") {
+                        engine = parsed;
+                    }
+                }
+                "systems" => {
+                    let Some(table) = value.get_ref().as_table() else {
+                        problems.push(value.span().start, "systems", "expected a table of systems: [systems.<name>]");
+                        continue;
+                    };
+                    for (name, system) in table.iter() {
+                        let field = format!("systems.{}", name.get_ref());
+                        check_name(&mut problems, name.span().start, &field, name.get_ref());
+                        system_spans.insert(name.get_ref().to_string(), system.span().start);
+                        if let Some(parsed) = deserialize_item::<SystemConfig>(&mut problems, system, &field) {
+                            for (sub_field, message) in parsed.validate() {
+                                problems.push(system.span().start, format!("{field}.{sub_field}"), message);
+                            }
+                            systems.insert(name.get_ref().to_string(), parsed);
+                        }
+                    }
+                }
+                "flows" => {
+                    let Some(table) = value.get_ref().as_table() else {
+                        problems.push(value.span().start, "flows", "expected a table of flows: [flows.<name>]");
+                        continue;
+                    };
+                    for (name, flow) in table.iter() {
+                        let field = format!("flows.{}", name.get_ref());
+                        check_name(&mut problems, name.span().start, &field, name.get_ref());
+                        raw_flows.push((name.get_ref().to_string(), name.span().start, flow.clone()));
+                    }
+                }
+                other => problems.push(
+                    offset,
+                    other,
+                    format!("unknown section `{other}`, expected one of `store`, `engine`, `systems`, `flows`"),
+                ),
+            }
+        }
+
+        for (name, offset, flow) in raw_flows {
+            let field = format!("flows.{name}");
+            let Some(raw) = deserialize_item::<RawFlow>(&mut problems, &flow, &field) else {
+                continue;
+            };
+            let table = flow.get_ref().as_table();
+            let value_offset = |key: &str| -> usize {
+                table
+                    .and_then(|table| table.get(key))
+                    .map(|value| value.span().start)
+                    .unwrap_or(offset)
+            };
+            let entity = match EntityKind::from_str(&raw.entity) {
+                Ok(entity) => Some(entity),
+                Err(error) => {
+                    problems.push(value_offset("entity"), format!("{field}.entity"), error.to_string());
+                    None
+                }
+            };
+            for (key, system) in [("source", &raw.source), ("target", &raw.target)] {
+                if !systems.contains_key(system) && !system_spans.contains_key(system) {
+                    let known: Vec<&str> = system_spans.keys().map(String::as_str).collect();
+                    problems.push(
+                        value_offset(key),
+                        format!("{field}.{key}"),
+                        format!("unknown system {system:?}; configured systems: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                    );
+                }
+            }
+            if raw.source == raw.target {
+                problems.push(value_offset("target"), format!("{field}.target"), "source and target are the same system");
+            }
+            let trigger = match (&raw.interval, &raw.schedule) {
+                (Some(_), Some(_)) => {
+                    problems.push(value_offset("schedule"), format!("{field}.schedule"), "set either `interval` or `schedule`, not both");
+                    None
+                }
+                (Some(interval), None) => match parse_duration(interval) {
+                    Ok(duration) if duration >= Duration::from_secs(1) => Some(Trigger::Interval(duration)),
+                    Ok(_) => {
+                        problems.push(value_offset("interval"), format!("{field}.interval"), "must be at least 1s");
+                        None
+                    }
+                    Err(message) => {
+                        problems.push(value_offset("interval"), format!("{field}.interval"), message);
+                        None
+                    }
+                },
+                (None, Some(schedule)) => match Cron::from_str(schedule) {
+                    Ok(cron) => Some(Trigger::Cron(Box::new(cron), schedule.clone())),
+                    Err(error) => {
+                        problems.push(
+                            value_offset("schedule"),
+                            format!("{field}.schedule"),
+                            format!("{schedule:?} is not a cron expression ({error}); example: \"*/15 * * * *\""),
+                        );
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            if raw.page_size == 0 || raw.page_size > 10_000 {
+                problems.push(value_offset("page_size"), format!("{field}.page_size"), "must be between 1 and 10000");
+            }
+            if raw.retry.max_attempts == 0 {
+                problems.push(value_offset("retry"), format!("{field}.retry.max_attempts"), "must be at least 1");
+            }
+            if let Some(entity) = entity {
+                flows.insert(
+                    name.clone(),
+                    FlowConfig {
+                        name,
+                        entity,
+                        source: raw.source,
+                        target: raw.target,
+                        trigger,
+                        page_size: raw.page_size,
+                        retry: raw.retry,
+                        enabled: raw.enabled,
+                    },
+                );
+            }
+        }
+
+        if let Some(url) = &store.url {
+            if !(url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                let offset = text.find("url").unwrap_or(0);
+                problems.push(offset, "store.url", format!("{url:?}: expected sqlite:///path/to/file.db or postgres://user@host/database"));
+            }
+        }
+
+        if !problems.list.is_empty() {
+            problems.list.sort_by_key(|problem| (problem.line, problem.column));
+            return Err(ConfigErrors(problems.list));
+        }
+        Ok(Config { source: path.to_path_buf(), store, engine, systems, flows })
+    }
+
+    /// The folder relative paths in the configuration are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    pub fn flow(&self, name: &str) -> Option<&FlowConfig> {
+        self.flows.get(name)
+    }
+}
+
+fn check_name(problems: &mut Problems<'_>, offset: usize, field: &str, name: &str) {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        problems.push(offset, field, "names may use letters, digits, `-` and `_` (at most 64)");
+    }
+}
+
+fn deserialize_item<T: DeserializeOwned>(problems: &mut Problems<'_>, value: &Spanned<DeValue<'_>>, field: &str) -> Option<T> {
+    let deserializer = ValueDeserializer::from(value.clone());
+    match T::deserialize(deserializer) {
+        Ok(parsed) => Some(parsed),
+        Err(error) => {
+            problems.push_toml(value.span().start, field, &error);
+            None
+        }
+    }
+}
+
+/// Parses `500ms`, `30s`, `15m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write a number and a unit: 500ms, 30s, 15m, 2h, 1d"))?;
+    let seconds = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(value)),
+        "s" | "" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        "d" => value * 86_400,
+        other => return Err(format!("unknown unit {other:?} in {text:?}; use ms, s, m, h or d")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer, de};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, Path::new("erpsync.toml"))
+    }
+
+    const GOOD: &str = r#"
+[systems.erp]
+type = "files"
+path = "in"
+
+[systems.shop]
+type = "files"
+path = "out"
+
+[flows.products]
+entity = "product"
+source = "erp"
+target = "shop"
+interval = "5m"
+"#;
+
+    #[test]
+    fn parses_a_good_configuration() {
+        let config = parse(GOOD).unwrap();
+        let flow = config.flow("products").unwrap();
+        assert_eq!(flow.entity, EntityKind::Product);
+        assert!(matches!(flow.trigger, Some(Trigger::Interval(d)) if d == Duration::from_secs(300)));
+        assert_eq!(config.systems.len(), 2);
+    }
+
+    #[test]
+    fn reports_every_problem_with_line_and_field() {
+        let text = r#"
+[systems.erp]
+type = "files"
+path = "in"
+colour = "blue"
+
+[flows.products]
+entity = "produkt"
+source = "erpp"
+target = "erp"
+schedule = "every day"
+
+[mystery]
+"#;
+        let errors = parse(text).unwrap_err();
+        let rendered = errors.to_string();
+        let fields: Vec<&str> = errors.0.iter().map(|problem| problem.field.as_str()).collect();
+        assert!(fields.contains(&"systems.erp"), "{rendered}");
+        assert!(rendered.contains("colour"), "{rendered}");
+        assert!(fields.contains(&"flows.products.entity"), "{rendered}");
+        assert!(fields.contains(&"flows.products.source"), "{rendered}");
+        assert!(fields.contains(&"flows.products.schedule"), "{rendered}");
+        assert!(fields.contains(&"mystery"), "{rendered}");
+        let entity = errors.0.iter().find(|problem| problem.field == "flows.products.entity").unwrap();
+        assert_eq!(entity.line, 8, "{rendered}");
+        assert!(rendered.contains("erpsync.toml:8:"), "{rendered}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errors = parse("[systems.erp\ntype = 1").unwrap_err();
+        assert_eq!(errors.0[0].line, 1, "{errors}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+}

@@ -1,0 +1,553 @@
+//! `Engine`: runs flows as leased jobs, schedules them, and serves the operator commands
+//! (status, trace, dead-letter retry and discard).
+
+use crate::config::{Config, FlowConfig, Trigger};
+use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
+use crate::shutdown::Shutdown;
+use crate::EngineError;
+use chrono::{DateTime, Utc};
+use erpsync_connectors::{Sink, Source, SourceRecord};
+use erpsync_model::{Checkpoint, envelope};
+use erpsync_store::{
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, Job, JobState, NewAuditEntry, NewJob, NewRun,
+    RecordIdentity, RecordLogEntry, Run, RunStatus, Store,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// This process's identity as a job holder: `host:pid:nonce`. The pid lets a process on the
+/// same host see that a holder has died and reclaim its job at once instead of waiting for
+/// the lease to expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerId(pub String);
+
+impl WorkerId {
+    pub fn for_this_process() -> Self {
+        let nonce: u32 = rand::random();
+        WorkerId(format!("{}:{}:{nonce:08x}", host_name(), std::process::id()))
+    }
+
+    /// True when the holder ran on this host and its process no longer exists.
+    fn is_dead_local(owner: &str) -> bool {
+        let mut parts = owner.rsplitn(3, ':');
+        let (_nonce, pid, host) = (parts.next(), parts.next(), parts.next());
+        match (host, pid.and_then(|pid| pid.parse::<u32>().ok())) {
+            (Some(host), Some(pid)) if host == host_name() => {
+                pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            }
+            _ => false,
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+const RUN_FLOW_KIND: &str = "run_flow:";
+/// Run jobs are not poison in the usual sense (a crash mid-run resumes from the checkpoint),
+/// so they may be attempted many times; the schedule re-enqueues them anyway.
+const RUN_FLOW_MAX_ATTEMPTS: i32 = 1000;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlowStatus {
+    pub name: String,
+    pub entity: String,
+    pub source: String,
+    pub target: String,
+    pub trigger: Option<String>,
+    pub enabled: bool,
+    pub last_run: Option<Run>,
+    /// Seconds since the last successful run finished.
+    pub lag_seconds: Option<i64>,
+    pub open_failures: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceReport {
+    pub key: String,
+    pub records: Vec<TracedRecord>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TracedRecord {
+    pub identity: RecordIdentity,
+    pub events: Vec<RecordLogEntry>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    worker: WorkerId,
+    sources: Mutex<HashMap<String, Arc<dyn Source>>>,
+    sinks: Mutex<HashMap<String, Arc<dyn Sink>>>,
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
+        Self {
+            config,
+            store,
+            worker: WorkerId::for_this_process(),
+            sources: Mutex::new(HashMap::new()),
+            sinks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn worker(&self) -> &WorkerId {
+        &self.worker
+    }
+
+    fn flow_config(&self, name: &str) -> Result<&FlowConfig, EngineError> {
+        self.config.flows.get(name).ok_or_else(|| EngineError::UnknownFlow {
+            name: name.to_string(),
+            known: self.config.flows.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Builds (once) the connectors a flow needs.
+    pub fn flow_context(&self, name: &str) -> Result<FlowContext, EngineError> {
+        let flow = self.flow_config(name)?.clone();
+        let source = self.source(&flow, &flow.source)?;
+        let sink = self.sink(&flow, &flow.target)?;
+        Ok(FlowContext { flow, store: self.store.clone(), source, sink })
+    }
+
+    fn source(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Source>, EngineError> {
+        let mut sources = self.sources.lock().expect("connector cache lock is never poisoned");
+        if let Some(source) = sources.get(system) {
+            return Ok(source.clone());
+        }
+        let config = self.config.systems.get(system).ok_or_else(|| EngineError::UnknownSystem {
+            flow: flow.name.clone(),
+            system: system.to_string(),
+        })?;
+        let source = config.build_source(system)?;
+        sources.insert(system.to_string(), source.clone());
+        Ok(source)
+    }
+
+    fn sink(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Sink>, EngineError> {
+        let mut sinks = self.sinks.lock().expect("connector cache lock is never poisoned");
+        if let Some(sink) = sinks.get(system) {
+            return Ok(sink.clone());
+        }
+        let config = self.config.systems.get(system).ok_or_else(|| EngineError::UnknownSystem {
+            flow: flow.name.clone(),
+            system: system.to_string(),
+        })?;
+        let sink = config.build_sink(system)?;
+        sinks.insert(system.to_string(), sink.clone());
+        Ok(sink)
+    }
+
+    /// Returns to the queue the jobs of holders that are gone: expired leases anywhere, and at
+    /// once those of dead processes on this host.
+    pub async fn reclaim_jobs(&self) -> Result<u64, EngineError> {
+        let mut reclaimed = self.store.reclaim_expired_jobs().await?;
+        for job in self.store.list_jobs(Some(JobState::Running), 1000).await? {
+            let Some(owner) = job.lease_owner.as_deref() else { continue };
+            if WorkerId::is_dead_local(owner) {
+                tracing::warn!(job_id = job.id, kind = %job.kind, owner, "Reclaiming the job of a worker that died.");
+                self.store
+                    .fail_job(job.id, owner, &format!("worker {owner} died while holding the job"), Some(Utc::now()))
+                    .await?;
+                reclaimed += 1;
+            }
+        }
+        Ok(reclaimed)
+    }
+
+    /// Runs one flow now, in this process, holding the flow's job so that no other run of it
+    /// overlaps. A run left behind by a process that died is taken over and resumes from its
+    /// checkpoint.
+    pub async fn sync(
+        &self,
+        flow_name: &str,
+        options: &RunOptions,
+        shutdown: &Shutdown,
+        progress: ProgressFn<'_>,
+    ) -> Result<RunSummary, EngineError> {
+        let ctx = self.flow_context(flow_name)?;
+        self.reclaim_jobs().await?;
+        let kind = format!("{RUN_FLOW_KIND}{flow_name}");
+        self.store
+            .enqueue_job(&NewJob {
+                kind: kind.clone(),
+                dedupe_key: Some(kind.clone()),
+                payload: serde_json::json!({ "flow": flow_name, "trigger": options.trigger, "full": options.full }),
+                run_at: Utc::now(),
+                max_attempts: RUN_FLOW_MAX_ATTEMPTS,
+            })
+            .await?;
+        let lease = self.config.engine.lease;
+        let claimed = self.store.claim_jobs(&self.worker.0, &[kind.as_str()], lease, 1).await?;
+        let Some(job) = claimed.into_iter().next() else {
+            let holder = self.store.list_jobs(None, 1000).await?.into_iter().find(|job| {
+                job.kind == kind && matches!(job.state, JobState::Pending | JobState::Running)
+            });
+            return Err(match holder {
+                Some(job) => EngineError::AlreadyRunning {
+                    flow: flow_name.to_string(),
+                    job_id: job.id,
+                    state: job.state.as_str().to_string(),
+                    owner: job.lease_owner.map(|owner| format!(", held by {owner}")).unwrap_or_default(),
+                },
+                None => EngineError::Stopped { flow: flow_name.to_string(), reason: "its job could not be claimed".into() },
+            });
+        };
+        self.run_job(&ctx, &job, options, shutdown, progress).await
+    }
+
+    async fn run_job(
+        &self,
+        ctx: &FlowContext,
+        job: &Job,
+        options: &RunOptions,
+        shutdown: &Shutdown,
+        progress: ProgressFn<'_>,
+    ) -> Result<RunSummary, EngineError> {
+        // Keep the lease alive while the run goes on; losing it (another worker reclaimed the
+        // job) stops the run after its current page.
+        let (stop_trigger, stop) = crate::shutdown::channel();
+        let lease = self.config.engine.lease;
+        let heartbeat = {
+            let store = self.store.clone();
+            let worker = self.worker.0.clone();
+            let job_id = job.id;
+            let mut outer = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(lease / 3) => {}
+                        _ = outer.requested() => { stop_trigger.trigger(); return; }
+                    }
+                    match store.heartbeat_job(job_id, &worker, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(job_id, "Lost the lease of a running flow; stopping after the current page.");
+                            stop_trigger.trigger();
+                            return;
+                        }
+                        Err(error) => tracing::warn!(job_id, error = %error, "Could not extend a job lease."),
+                    }
+                }
+            })
+        };
+        let mut run_options = options.clone();
+        if job.attempts > 0 {
+            // A previous holder died mid-run: this run continues its work from the checkpoint.
+            tracing::info!(flow = %ctx.flow.name, job_id = job.id, attempts = job.attempts, "Resuming a flow whose previous run was interrupted.");
+        }
+        if run_options.trigger.is_empty() {
+            run_options.trigger = "manual".into();
+        }
+        self.interrupt_stale_runs(&ctx.flow.name).await?;
+        let result = flow::run_flow(ctx, &run_options, &stop, progress).await;
+        heartbeat.abort();
+        match &result {
+            Ok(summary) if summary.status == RunStatus::Interrupted => {
+                self.store.release_job(job.id, &self.worker.0).await?;
+            }
+            Ok(summary) if summary.status == RunStatus::Failed => {
+                let error = summary.error.clone().unwrap_or_default();
+                self.store.fail_job(job.id, &self.worker.0, &error, None).await?;
+            }
+            Ok(_) => self.store.complete_job(job.id, &self.worker.0).await?,
+            Err(error) => {
+                self.store.fail_job(job.id, &self.worker.0, &error.to_string(), None).await?;
+            }
+        }
+        result
+    }
+
+    /// Marks as interrupted the runs of `flow` still marked running. Called while holding the
+    /// flow's job, so none of them can really be running.
+    async fn interrupt_stale_runs(&self, flow: &str) -> Result<(), EngineError> {
+        for run in self.store.list_runs(Some(flow), 20).await? {
+            if run.status == RunStatus::Running {
+                self.store.finish_run(run.id, RunStatus::Interrupted, Some("the process running it stopped")).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs flows on their schedules until shutdown: enqueues due runs, claims and runs them
+    /// (at most `engine.concurrency` at once), reclaims jobs of dead workers.
+    pub async fn serve(self: &Arc<Self>, shutdown: Shutdown) -> Result<(), EngineError> {
+        let mut next_due: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        for flow in self.config.flows.values().filter(|flow| flow.enabled) {
+            if let Some(trigger) = &flow.trigger {
+                let last = self.store.list_runs(Some(&flow.name), 1).await?.into_iter().next();
+                next_due.insert(flow.name.clone(), first_due(trigger, last.map(|run| run.started_at), Utc::now()));
+            }
+        }
+        tracing::info!(flows = next_due.len(), worker = %self.worker.0, "Scheduler started.");
+        let kinds: Vec<String> = self.config.flows.keys().map(|name| format!("{RUN_FLOW_KIND}{name}")).collect();
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut tick = shutdown.clone();
+        let mut last_reclaim = Utc::now() - chrono::Duration::seconds(60);
+        while !shutdown.is_requested() {
+            let now = Utc::now();
+            if now - last_reclaim > chrono::Duration::seconds(10) {
+                self.reclaim_jobs().await?;
+                last_reclaim = now;
+            }
+            for (name, due) in next_due.iter_mut() {
+                if *due <= now {
+                    let kind = format!("{RUN_FLOW_KIND}{name}");
+                    self.store
+                        .enqueue_job(&NewJob {
+                            kind: kind.clone(),
+                            dedupe_key: Some(kind),
+                            payload: serde_json::json!({ "flow": name, "trigger": "schedule" }),
+                            run_at: now,
+                            max_attempts: RUN_FLOW_MAX_ATTEMPTS,
+                        })
+                        .await?;
+                    let trigger = self.config.flows[name].trigger.as_ref().expect("only scheduled flows are in next_due");
+                    *due = next_after(trigger, now);
+                }
+            }
+            while running.try_join_next().is_some() {}
+            let free = self.config.engine.concurrency.saturating_sub(running.len());
+            if free > 0 {
+                let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
+                let jobs = self.store.claim_jobs(&self.worker.0, &kind_refs, self.config.engine.lease, free as u32).await?;
+                for job in jobs {
+                    let engine = self.clone();
+                    let shutdown = shutdown.clone();
+                    running.spawn(async move {
+                        let name = job.kind.trim_start_matches(RUN_FLOW_KIND).to_string();
+                        let trigger = job.payload.get("trigger").and_then(|t| t.as_str()).unwrap_or("schedule").to_string();
+                        let full = job.payload.get("full").and_then(|f| f.as_bool()).unwrap_or(false);
+                        let options = RunOptions { full, dry_run: false, trigger };
+                        let ctx = match engine.flow_context(&name) {
+                            Ok(ctx) => ctx,
+                            Err(error) => {
+                                let _ = engine.store.fail_job(job.id, &engine.worker.0, &error.to_string(), None).await;
+                                return;
+                            }
+                        };
+                        if let Err(error) = engine.run_job(&ctx, &job, &options, &shutdown, &|_| {}).await {
+                            tracing::error!(flow = %name, error = %error, "Flow run failed.");
+                        }
+                    });
+                }
+            }
+            tick.sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!(running = running.len(), "Shutting down: finishing the current pages.");
+        while running.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    pub async fn status(&self) -> Result<Vec<FlowStatus>, EngineError> {
+        let open: HashMap<String, i64> = self.store.count_open_dead_letters().await?.into_iter().collect();
+        let mut statuses = Vec::new();
+        for flow in self.config.flows.values() {
+            let runs = self.store.list_runs(Some(&flow.name), 50).await?;
+            let last_success = runs
+                .iter()
+                .find(|run| matches!(run.status, RunStatus::Succeeded | RunStatus::PartiallyFailed) && !run.dry_run)
+                .and_then(|run| run.finished_at);
+            statuses.push(FlowStatus {
+                name: flow.name.clone(),
+                entity: flow.entity.to_string(),
+                source: flow.source.clone(),
+                target: flow.target.clone(),
+                trigger: flow.trigger.as_ref().map(describe_trigger),
+                enabled: flow.enabled,
+                last_run: runs.into_iter().next(),
+                lag_seconds: last_success.map(|at| (Utc::now() - at).num_seconds()),
+                open_failures: open.get(&flow.name).copied().unwrap_or(0),
+            });
+        }
+        Ok(statuses)
+    }
+
+    /// Every id of the records matching `key` and every sync event about them.
+    pub async fn trace(&self, key: &str) -> Result<TraceReport, EngineError> {
+        let mut records = Vec::new();
+        for identity in self.store.find_records(key).await? {
+            let events = self.store.record_history(identity.record_uid, 500).await?;
+            let dead_letters = self
+                .store
+                .list_dead_letters(&DeadLetterFilter { flow: None, status: None, limit: 10_000 })
+                .await?
+                .into_iter()
+                .filter(|letter| {
+                    letter.record_uid == Some(identity.record_uid)
+                        || (letter.entity == identity.entity && letter.natural_key.is_some() && letter.natural_key == identity.natural_key)
+                })
+                .collect();
+            records.push(TracedRecord { identity, events, dead_letters });
+        }
+        if records.is_empty() {
+            // A record that never synced may still have failed: find its dead letters.
+            let letters: Vec<DeadLetter> = self
+                .store
+                .list_dead_letters(&DeadLetterFilter { flow: None, status: None, limit: 10_000 })
+                .await?
+                .into_iter()
+                .filter(|letter| letter.source_id == key || letter.natural_key.as_deref() == Some(key))
+                .collect();
+            if !letters.is_empty() {
+                records.push(TracedRecord {
+                    identity: RecordIdentity {
+                        record_uid: 0,
+                        entity: letters[0].entity.clone(),
+                        natural_key: letters[0].natural_key.clone(),
+                        links: Vec::new(),
+                    },
+                    events: Vec::new(),
+                    dead_letters: letters,
+                });
+            }
+        }
+        Ok(TraceReport { key: key.to_string(), records })
+    }
+
+    /// Re-processes one dead letter's payload through its flow. The outcome resolves it, or
+    /// records one more failed attempt in its history.
+    pub async fn retry_dead_letter(&self, id: DeadLetterId, actor: &str) -> Result<RunSummary, EngineError> {
+        let letter = self.store.dead_letter(id).await?.ok_or(EngineError::DeadLetterNotFound { id })?;
+        if matches!(letter.status, DeadLetterStatus::Resolved | DeadLetterStatus::Discarded) {
+            return Err(EngineError::NotRetryable { id, reason: format!("it is {}", letter.status.as_str()) });
+        }
+        let ctx = self.flow_context(&letter.flow)?;
+        let record = serde_json::to_vec(&letter.payload)
+            .ok()
+            .and_then(|bytes| envelope::from_slice(&bytes).ok())
+            .ok_or_else(|| EngineError::NotRetryable {
+                id,
+                reason: "its payload is the raw input that could not be read; fix the source and sync again, or edit the payload into a record".into(),
+            })?;
+        self.store.set_dead_letter_status(id, DeadLetterStatus::Retrying, &format!("retry requested by {actor}")).await?;
+        self.store
+            .audit(&NewAuditEntry {
+                actor: actor.to_string(),
+                action: "dead_letter.retry".into(),
+                target: format!("dead_letter:{id}"),
+                details: serde_json::json!({ "flow": letter.flow, "source_id": letter.source_id }),
+                at: Utc::now(),
+            })
+            .await?;
+        let started = std::time::Instant::now();
+        let run_id = self
+            .store
+            .start_run(&NewRun { flow: letter.flow.clone(), trigger: "retry".into(), full: false, dry_run: false, started_at: Utc::now() })
+            .await?;
+        let records = vec![SourceRecord {
+            source_id: letter.source_id.clone(),
+            origin: letter.origin.clone(),
+            origin_group: None,
+            content: Ok(record),
+        }];
+        // A checkpoint unique to this retry: batch ids derive from it.
+        let seed = Checkpoint { watermark: None, cursor: Some(format!("retry:{id}:{}", letter.attempts)) };
+        let result = flow::process_page(&ctx, run_id, records, &seed, None, false, &Shutdown::never()).await;
+        let (status, counts, error) = match result {
+            Ok(counts) if counts.failed > 0 => (RunStatus::PartiallyFailed, counts, None),
+            Ok(counts) => (RunStatus::Succeeded, counts, None),
+            Err(error) => {
+                // Nothing was committed: put the letter back to open with the reason.
+                self.store.set_dead_letter_status(id, DeadLetterStatus::Open, &format!("retry failed: {error}")).await?;
+                (RunStatus::Failed, Default::default(), Some(error.to_string()))
+            }
+        };
+        self.store.finish_run(run_id, status, error.as_deref()).await?;
+        Ok(RunSummary { run_id, flow: letter.flow, status, counts, pages: 1, duration: started.elapsed(), error, dry_run: false })
+    }
+
+    pub async fn discard_dead_letter(&self, id: DeadLetterId, actor: &str, reason: &str) -> Result<(), EngineError> {
+        let letter = self.store.dead_letter(id).await?.ok_or(EngineError::DeadLetterNotFound { id })?;
+        self.store.set_dead_letter_status(id, DeadLetterStatus::Discarded, &format!("discarded by {actor}: {reason}")).await?;
+        self.store
+            .audit(&NewAuditEntry {
+                actor: actor.to_string(),
+                action: "dead_letter.discard".into(),
+                target: format!("dead_letter:{id}"),
+                details: serde_json::json!({ "flow": letter.flow, "source_id": letter.source_id, "reason": reason }),
+                at: Utc::now(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn describe_trigger(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::Interval(every) => format!("every {}s", every.as_secs()),
+        Trigger::Cron(_, text) => format!("cron {text}"),
+    }
+}
+
+/// When a scheduled flow is first due after start: at once if a run was missed while the
+/// process was down (catch-up, one run however many were missed), else at its next time.
+fn first_due(trigger: &Trigger, last_started: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    match last_started {
+        None => now,
+        Some(last) => {
+            let due = next_after(trigger, last);
+            if due <= now { now } else { due }
+        }
+    }
+}
+
+fn next_after(trigger: &Trigger, after: DateTime<Utc>) -> DateTime<Utc> {
+    match trigger {
+        Trigger::Interval(every) => after + chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::hours(1)),
+        Trigger::Cron(cron, _) => cron
+            .find_next_occurrence(&after, false)
+            .unwrap_or(after + chrono::Duration::hours(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_up_runs_once_at_start_when_a_run_was_missed() {
+        let trigger = Trigger::Interval(Duration::from_secs(300));
+        let now = Utc::now();
+        assert_eq!(first_due(&trigger, Some(now - chrono::Duration::hours(5)), now), now);
+        let recent = now - chrono::Duration::seconds(60);
+        assert_eq!(first_due(&trigger, Some(recent), now), recent + chrono::Duration::seconds(300));
+        assert_eq!(first_due(&trigger, None, now), now);
+    }
+
+    #[test]
+    fn cron_next_time() {
+        let cron: croner::Cron = "*/15 * * * *".parse().unwrap();
+        let trigger = Trigger::Cron(Box::new(cron), "*/15 * * * *".into());
+        let at = DateTime::parse_from_rfc3339("2026-11-26T10:07:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(next_after(&trigger, at).to_rfc3339(), "2026-11-26T10:15:00+00:00");
+    }
+
+    #[test]
+    fn dead_local_worker_detection() {
+        let me = WorkerId::for_this_process();
+        assert!(!WorkerId::is_dead_local(&me.0));
+        let dead = format!("{}:{}:0000", host_name(), u32::MAX - 1);
+        assert!(WorkerId::is_dead_local(&dead));
+        assert!(!WorkerId::is_dead_local("other-host:1:0000"));
+    }
+}

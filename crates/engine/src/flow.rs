@@ -1,0 +1,549 @@
+//! Running one flow: pull pages from the checkpoint, validate, resolve links, skip unchanged
+//! records by hash, write in batches, record every outcome, and advance the checkpoint only
+//! when the whole page is durable.
+
+use crate::EngineError;
+use crate::config::FlowConfig;
+use crate::shutdown::Shutdown;
+use chrono::Utc;
+use erpsync_connectors::{
+    ConnectorError, ReadRequest, Sink, Source, SourcePage, SourceRecord, WriteBatch, WriteItem, WriteOutcome,
+};
+use erpsync_model::{Checkpoint, ContentHash, Record, envelope};
+use erpsync_store::{
+    LinkQuery, LinkQueryItem, NewDeadLetter, NewRun, PageCommit, RecordAction, RecordOutcome, RecordUid, RunCounts,
+    RunId, RunStatus, Store,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything one flow needs to run.
+#[derive(Clone)]
+pub struct FlowContext {
+    pub flow: FlowConfig,
+    pub store: Arc<dyn Store>,
+    pub source: Arc<dyn Source>,
+    pub sink: Arc<dyn Sink>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Read everything from the start instead of from the checkpoint.
+    pub full: bool,
+    /// Read, map and compare, but write nothing and store nothing but the run.
+    pub dry_run: bool,
+    /// `manual`, `schedule`, `retry`, ...
+    pub trigger: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub flow: String,
+    pub status: RunStatus,
+    pub counts: RunCounts,
+    pub pages: u64,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub dry_run: bool,
+}
+
+/// Called after every committed page with the run's counts so far.
+pub type ProgressFn<'a> = &'a (dyn Fn(&RunCounts) + Send + Sync);
+
+/// Runs a flow to the end of its source (or until shutdown is requested, in which case the
+/// current page is finished first and the run ends as interrupted).
+pub async fn run_flow(
+    ctx: &FlowContext,
+    options: &RunOptions,
+    shutdown: &Shutdown,
+    progress: ProgressFn<'_>,
+) -> Result<RunSummary, EngineError> {
+    let started = Instant::now();
+    let flow = &ctx.flow;
+    let run_id = ctx
+        .store
+        .start_run(&NewRun {
+            flow: flow.name.clone(),
+            trigger: options.trigger.clone(),
+            full: options.full,
+            dry_run: options.dry_run,
+            started_at: Utc::now(),
+        })
+        .await?;
+    tracing::info!(flow = %flow.name, run_id, full = options.full, dry_run = options.dry_run, "Run started.");
+
+    let result = run_pages(ctx, run_id, options, shutdown, progress).await;
+    let (status, counts, pages, error) = match result {
+        Ok((counts, pages, interrupted)) => {
+            let status = if interrupted {
+                RunStatus::Interrupted
+            } else if counts.failed > 0 {
+                RunStatus::PartiallyFailed
+            } else {
+                RunStatus::Succeeded
+            };
+            (status, counts, pages, None)
+        }
+        Err((error, counts, pages)) => (RunStatus::Failed, counts, pages, Some(error.to_string())),
+    };
+    ctx.store.finish_run(run_id, status, error.as_deref()).await?;
+    let summary = RunSummary {
+        run_id,
+        flow: flow.name.clone(),
+        status,
+        counts,
+        pages,
+        duration: started.elapsed(),
+        error,
+        dry_run: options.dry_run,
+    };
+    match &summary.error {
+        None => tracing::info!(
+            flow = %flow.name,
+            run_id,
+            status = status.as_str(),
+            read = counts.read,
+            created = counts.created,
+            updated = counts.updated,
+            unchanged = counts.unchanged,
+            failed = counts.failed,
+            seconds = summary.duration.as_secs_f64(),
+            "Run finished."
+        ),
+        Some(error) => tracing::error!(flow = %flow.name, run_id, error = %error, "Run failed."),
+    }
+    Ok(summary)
+}
+
+type PagesResult = Result<(RunCounts, u64, bool), (EngineError, RunCounts, u64)>;
+
+async fn run_pages(
+    ctx: &FlowContext,
+    run_id: RunId,
+    options: &RunOptions,
+    shutdown: &Shutdown,
+    progress: ProgressFn<'_>,
+) -> PagesResult {
+    let flow = &ctx.flow;
+    let mut counts = RunCounts::default();
+    let mut pages = 0u64;
+    let mut checkpoint = if options.full {
+        Checkpoint::default()
+    } else {
+        match ctx.store.checkpoint(&flow.name, &flow.source).await {
+            Ok(checkpoint) => checkpoint.unwrap_or_default(),
+            Err(error) => return Err((error.into(), counts, pages)),
+        }
+    };
+    if options.full && !options.dry_run {
+        // Persist the reset so that a full run interrupted by a crash resumes as a full run.
+        if let Err(error) = ctx.store.reset_checkpoint(&flow.name, &flow.source).await {
+            return Err((error.into(), counts, pages));
+        }
+    }
+    loop {
+        if shutdown.is_requested() {
+            return Ok((counts, pages, true));
+        }
+        let page = match read_page_with_retry(ctx, &checkpoint, shutdown).await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok((counts, pages, true)),
+            Err(error) => return Err((error, counts, pages)),
+        };
+        let done = page.done;
+        let next_checkpoint = page.checkpoint.clone();
+        let processed = process_page(ctx, run_id, page.records, &checkpoint, Some(next_checkpoint.clone()), options.dry_run, shutdown).await;
+        match processed {
+            Ok(page_counts) => {
+                add_counts(&mut counts, &page_counts);
+                pages += 1;
+                progress(&counts);
+            }
+            Err(error) => return Err((error, counts, pages)),
+        }
+        checkpoint = next_checkpoint;
+        if done {
+            return Ok((counts, pages, false));
+        }
+    }
+}
+
+fn add_counts(total: &mut RunCounts, page: &RunCounts) {
+    total.read += page.read;
+    total.created += page.created;
+    total.updated += page.updated;
+    total.unchanged += page.unchanged;
+    total.skipped += page.skipped;
+    total.failed += page.failed;
+    total.deleted += page.deleted;
+}
+
+async fn read_page_with_retry(
+    ctx: &FlowContext,
+    checkpoint: &Checkpoint,
+    shutdown: &Shutdown,
+) -> Result<Option<SourcePage>, EngineError> {
+    let flow = &ctx.flow;
+    let request = ReadRequest { entity: flow.entity, checkpoint, page_size: flow.page_size };
+    let mut attempt = 0;
+    loop {
+        match ctx.source.read_page(&request).await {
+            Ok(page) => return Ok(Some(page)),
+            Err(error) if error.retryable && attempt + 1 < flow.retry.max_attempts => {
+                let delay = flow.retry.delay_for(attempt, &error);
+                tracing::warn!(flow = %flow.name, attempt, delay_ms = delay.as_millis() as u64, error = %error, "Read failed, retrying.");
+                attempt += 1;
+                if !shutdown.clone().sleep(delay).await {
+                    return Ok(None);
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// A record that passed reading and validation and needs a decision.
+struct Candidate {
+    index: usize,
+    source_id: String,
+    natural_key: String,
+    origin: Option<String>,
+    origin_key: Option<String>,
+    record: Record,
+    hash: ContentHash,
+}
+
+/// Processes one page and commits it. `checkpoint_after` is stored with the page (`None` for
+/// retries of single dead letters, which must not move the flow's checkpoint).
+pub(crate) async fn process_page(
+    ctx: &FlowContext,
+    run_id: RunId,
+    records: Vec<SourceRecord>,
+    checkpoint_before: &Checkpoint,
+    checkpoint_after: Option<Checkpoint>,
+    dry_run: bool,
+    shutdown: &Shutdown,
+) -> Result<RunCounts, EngineError> {
+    let flow = &ctx.flow;
+    let mut outcomes: Vec<Option<RecordOutcome>> = (0..records.len()).map(|_| None).collect();
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(records.len());
+    let mut first_in_page: HashMap<String, Option<String>> = HashMap::with_capacity(records.len());
+
+    for (index, source_record) in records.into_iter().enumerate() {
+        let SourceRecord { source_id, origin, origin_group, content } = source_record;
+        let where_ = origin.clone().unwrap_or_else(|| source_id.clone());
+        let record = match content {
+            Ok(record) => record,
+            Err(problem) => {
+                outcomes[index] = Some(failed(
+                    None,
+                    &source_id,
+                    None,
+                    origin,
+                    &problem.kind,
+                    format!("{where_}: {}", problem.message),
+                    serde_json::json!({ "raw": problem.raw }),
+                ));
+                continue;
+            }
+        };
+        if record.kind() != flow.entity {
+            outcomes[index] = Some(failed(
+                None,
+                &source_id,
+                None,
+                origin,
+                "mapping",
+                format!("{where_}: the source produced a {} record, but flow {:?} moves {}", record.kind(), flow.name, flow.entity),
+                envelope::to_value(&record),
+            ));
+            continue;
+        }
+        if let Err(errors) = record.validate() {
+            outcomes[index] = Some(failed(None, &source_id, record.natural_key(), origin, "validation", format!("{where_}: {errors}"), envelope::to_value(&record)));
+            continue;
+        }
+        let Some(natural_key) = record.natural_key() else {
+            outcomes[index] = Some(failed(None, &source_id, None, origin, "validation", format!("{where_}: the record has no natural key"), envelope::to_value(&record)));
+            continue;
+        };
+        if let Some(first_origin) = first_in_page.get(&source_id) {
+            let first = first_origin.clone().unwrap_or_default();
+            outcomes[index] = Some(failed(
+                None,
+                &source_id,
+                Some(natural_key),
+                origin,
+                "duplicate",
+                format!("{where_}: duplicate of {first}: {source_id:?} appears twice in one page; the first was kept"),
+                envelope::to_value(&record),
+            ));
+            continue;
+        }
+        first_in_page.insert(source_id.clone(), origin.clone());
+        let origin_key = match (&origin_group, &origin) {
+            (Some(group), Some(origin)) => Some(format!("{group}|{origin}")),
+            _ => None,
+        };
+        let hash = record.content_hash();
+        candidates.push(Candidate { index, source_id, natural_key, origin, origin_key, record, hash });
+    }
+
+    let states = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        let query = LinkQuery {
+            entity: flow.entity,
+            source_system: &flow.source,
+            target_system: &flow.target,
+            items: candidates
+                .iter()
+                .map(|candidate| LinkQueryItem { source_id: &candidate.source_id, natural_key: Some(&candidate.natural_key) })
+                .collect(),
+        };
+        ctx.store.lookup_links(&query).await?
+    };
+
+    // Decide per candidate: duplicate of an earlier row of the same file, unchanged, or write.
+    let mut to_write: Vec<(Candidate, Option<RecordUid>, Option<String>)> = Vec::new();
+    for (candidate, state) in candidates.into_iter().zip(states) {
+        if let (Some(last), Some(current)) = (&state.last_origin, &candidate.origin_key) {
+            let same_group = last.split_once('|').map(|(group, _)| group) == current.split_once('|').map(|(group, _)| group);
+            if same_group && last != current {
+                let first = last.split_once('|').map(|(_, origin)| origin).unwrap_or(last);
+                let where_ = candidate.origin.clone().unwrap_or_default();
+                outcomes[candidate.index] = Some(failed(
+                    state.record_uid,
+                    &candidate.source_id,
+                    Some(candidate.natural_key.clone()),
+                    candidate.origin.clone(),
+                    "duplicate",
+                    format!("{where_}: duplicate of {first}: {:?} appears twice in one file; the first was kept", candidate.source_id),
+                    envelope::to_value(&candidate.record),
+                ));
+                continue;
+            }
+        }
+        if state.target_hash == Some(candidate.hash) {
+            // Unchanged: no write. Only refresh where it was last seen when that changed, so a
+            // re-sync of an unchanged catalog costs no store writes either.
+            let origin_changed = candidate.origin_key.is_some() && candidate.origin_key != state.last_origin;
+            outcomes[candidate.index] = Some(RecordOutcome {
+                record_uid: state.record_uid,
+                source_id: candidate.source_id,
+                natural_key: Some(candidate.natural_key),
+                target_id: None,
+                action: RecordAction::Unchanged,
+                target_hash: None,
+                origin: if origin_changed { candidate.origin_key } else { None },
+                message: None,
+                dead_letter: None,
+                log: false,
+            });
+            continue;
+        }
+        to_write.push((candidate, state.record_uid, state.target_id));
+    }
+
+    // First sync matches before it creates: ask the target for records without a target id.
+    let entity = flow.entity;
+    if ctx.sink.capabilities(entity).lookup {
+        let missing: Vec<usize> = to_write.iter().enumerate().filter(|(_, item)| item.2.is_none()).map(|(i, _)| i).collect();
+        if !missing.is_empty() {
+            let keys: Vec<String> = missing.iter().map(|&i| to_write[i].0.natural_key.clone()).collect();
+            let found = ctx.sink.lookup(entity, &keys).await?;
+            for (&i, target_id) in missing.iter().zip(found) {
+                to_write[i].2 = target_id;
+            }
+        }
+    }
+
+    if dry_run {
+        let mut counts = RunCounts::default();
+        for outcome in outcomes.iter().flatten() {
+            counts.add(outcome.action);
+        }
+        for (_, _, target_id) in &to_write {
+            counts.add(if target_id.is_some() { RecordAction::Updated } else { RecordAction::Created });
+        }
+        return Ok(counts);
+    }
+
+    write_all(ctx, to_write, &mut outcomes, checkpoint_before, shutdown).await?;
+
+    let outcomes: Vec<RecordOutcome> = outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every record of the page got an outcome"))
+        .collect();
+    let mut counts = RunCounts::default();
+    for outcome in &outcomes {
+        counts.add(outcome.action);
+    }
+    ctx.store
+        .commit_page(&PageCommit {
+            run_id,
+            flow: flow.name.clone(),
+            entity,
+            source_system: flow.source.clone(),
+            target_system: flow.target.clone(),
+            outcomes,
+            checkpoint: checkpoint_after,
+            at: Utc::now(),
+        })
+        .await?;
+    Ok(counts)
+}
+
+/// Writes the records in batches the sink accepts, retrying transient failures with backoff,
+/// and fills in one outcome per record.
+async fn write_all(
+    ctx: &FlowContext,
+    to_write: Vec<(Candidate, Option<RecordUid>, Option<String>)>,
+    outcomes: &mut [Option<RecordOutcome>],
+    checkpoint_before: &Checkpoint,
+    shutdown: &Shutdown,
+) -> Result<(), EngineError> {
+    let flow = &ctx.flow;
+    let batch_size = ctx.sink.max_batch_size(flow.entity).max(1);
+    let seed = batch_seed(flow, checkpoint_before);
+    let mut pending = to_write;
+    let mut chunk_index = 0usize;
+    while !pending.is_empty() {
+        let rest = if pending.len() > batch_size { pending.split_off(batch_size) } else { Vec::new() };
+        let mut chunk = std::mem::replace(&mut pending, rest);
+        let mut attempt = 0u32;
+        // Retrying a whole batch reuses its id (the sink may have written it before failing);
+        // re-sending only the records that failed is a different batch with its own id, so it
+        // cannot overwrite the records that succeeded the first time.
+        let mut subset_round = 0u32;
+        loop {
+            let batch_id = if subset_round == 0 {
+                format!("{seed}-{chunk_index}")
+            } else {
+                format!("{seed}-{chunk_index}-r{subset_round}")
+            };
+            let batch = WriteBatch {
+                entity: flow.entity,
+                batch_id,
+                items: chunk
+                    .iter()
+                    .map(|(candidate, _, target_id)| WriteItem {
+                        target_id: target_id.clone(),
+                        natural_key: candidate.natural_key.clone(),
+                        record: candidate.record.clone(),
+                    })
+                    .collect(),
+            };
+            let results = match ctx.sink.write_batch(&batch).await {
+                Ok(results) if results.len() == chunk.len() => results,
+                Ok(results) => {
+                    return Err(ConnectorError::new(
+                        erpsync_connectors::ErrorKind::InvalidResponse,
+                        format!("writing {} to {:?}", flow.entity, flow.target),
+                        format!("the connector returned {} outcomes for {} records", results.len(), chunk.len()),
+                    )
+                    .into());
+                }
+                Err(error) if error.retryable && attempt + 1 < flow.retry.max_attempts => {
+                    let delay = flow.retry.delay_for(attempt, &error);
+                    tracing::warn!(flow = %flow.name, attempt, delay_ms = delay.as_millis() as u64, error = %error, "Write failed, retrying.");
+                    attempt += 1;
+                    if !shutdown.clone().sleep(delay).await {
+                        return Err(EngineError::Stopped { flow: flow.name.clone(), reason: "shutdown during a retry wait".into() });
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let mut retry = Vec::new();
+            let mut retry_delay = Duration::ZERO;
+            for ((candidate, record_uid, target_id), result) in chunk.into_iter().zip(results) {
+                match result {
+                    WriteOutcome::Created { target_id: new_id } | WriteOutcome::Updated { target_id: new_id } => {
+                        let action = if target_id.is_some() { RecordAction::Updated } else { RecordAction::Created };
+                        outcomes[candidate.index] = Some(RecordOutcome {
+                            record_uid,
+                            source_id: candidate.source_id,
+                            natural_key: Some(candidate.natural_key),
+                            target_id: Some(new_id),
+                            action,
+                            target_hash: Some(candidate.hash),
+                            origin: candidate.origin_key,
+                            message: None,
+                            dead_letter: None,
+                            log: true,
+                        });
+                    }
+                    WriteOutcome::Failed(error) if error.retryable && attempt + 1 < flow.retry.max_attempts => {
+                        retry_delay = retry_delay.max(flow.retry.delay_for(attempt, &error));
+                        retry.push((candidate, record_uid, target_id));
+                    }
+                    WriteOutcome::Failed(error) => {
+                        let where_ = candidate.origin.clone().unwrap_or_else(|| candidate.source_id.clone());
+                        outcomes[candidate.index] = Some(failed(
+                            record_uid,
+                            &candidate.source_id,
+                            Some(candidate.natural_key),
+                            candidate.origin,
+                            error.kind.as_str(),
+                            format!("{where_}: {error}"),
+                            envelope::to_value(&candidate.record),
+                        ));
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            attempt += 1;
+            subset_round += 1;
+            if !shutdown.clone().sleep(retry_delay).await {
+                return Err(EngineError::Stopped { flow: flow.name.clone(), reason: "shutdown during a retry wait".into() });
+            }
+            chunk = retry;
+        }
+        chunk_index += 1;
+    }
+    Ok(())
+}
+
+/// A stable prefix for batch ids: the same page of the same flow gets the same ids, so a batch
+/// replayed after a crash is recognised by idempotent sinks.
+fn batch_seed(flow: &FlowConfig, checkpoint_before: &Checkpoint) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(flow.name.as_bytes());
+    hasher.update([0]);
+    hasher.update(flow.target.as_bytes());
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(checkpoint_before).unwrap_or_default());
+    let digest = hasher.finalize();
+    hex::encode(&digest[..8])
+}
+
+fn failed(
+    record_uid: Option<RecordUid>,
+    source_id: &str,
+    natural_key: Option<String>,
+    origin: Option<String>,
+    kind: &str,
+    message: String,
+    payload: serde_json::Value,
+) -> RecordOutcome {
+    RecordOutcome {
+        record_uid,
+        source_id: source_id.to_string(),
+        natural_key,
+        target_id: None,
+        action: RecordAction::Failed,
+        target_hash: None,
+        // For a failure the store keeps the human-readable origin with the dead letter; it
+        // does not become the snapshot's last origin (only successful outcomes move that).
+        origin,
+        message: Some(message.clone()),
+        dead_letter: Some(NewDeadLetter { payload, error_kind: kind.to_string(), error: message }),
+        log: true,
+    }
+}
