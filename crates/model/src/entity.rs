@@ -53,7 +53,9 @@ impl fmt::Display for EntityKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown entity {0:?}: expected one of product, price_list, stock_level, customer, order, order_status, shipment, document, refund")]
+#[error(
+    "unknown entity {0:?}: expected one of product, price_list, stock_level, customer, order, order_status, shipment, document, refund"
+)]
 pub struct UnknownEntity(pub String);
 
 impl FromStr for EntityKind {

@@ -12,7 +12,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("record was written by schema version {found}, newer than this erpsync understands ({SCHEMA_VERSION}): upgrade erpsync")]
+    #[error(
+        "record was written by schema version {found}, newer than this erpsync understands ({SCHEMA_VERSION}): upgrade erpsync"
+    )]
     TooNew { found: u32 },
     #[error("record is not valid versioned JSON: {0}")]
     Malformed(#[source] serde_json::Error),
@@ -39,11 +41,19 @@ struct EnvelopeIn {
 
 pub fn to_vec(record: &Record) -> Vec<u8> {
     // A Record always serializes: see `content_hash`.
-    serde_json::to_vec(&EnvelopeOut { v: SCHEMA_VERSION, record }).expect("records always serialize")
+    serde_json::to_vec(&EnvelopeOut {
+        v: SCHEMA_VERSION,
+        record,
+    })
+    .expect("records always serialize")
 }
 
 pub fn to_value(record: &Record) -> serde_json::Value {
-    serde_json::to_value(EnvelopeOut { v: SCHEMA_VERSION, record }).expect("records always serialize")
+    serde_json::to_value(EnvelopeOut {
+        v: SCHEMA_VERSION,
+        record,
+    })
+    .expect("records always serialize")
 }
 
 pub fn from_slice(bytes: &[u8]) -> Result<Record, EnvelopeError> {

@@ -36,7 +36,9 @@ pub use order::{
     ShippingLine, TaxLine,
 };
 pub use price::{PriceEntry, PriceList};
-pub use product::{Image, OptionValue, Product, ProductAttribute, ProductOption, ProductStatus, Variant, Weight};
+pub use product::{
+    Image, OptionValue, Product, ProductAttribute, ProductOption, ProductStatus, Variant, Weight,
+};
 pub use record::Record;
 pub use shipment::{Shipment, ShipmentLine, Tracking};
 pub use stock::StockLevel;

@@ -34,7 +34,10 @@ struct Collector(Vec<ValidationError>);
 
 impl Collector {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ValidationError { field: field.into(), message: message.into() });
+        self.0.push(ValidationError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn required(&mut self, field: &str, value: &str) {
@@ -73,7 +76,10 @@ impl Record {
                 for (index, variant) in product.variants.iter().enumerate() {
                     validate_variant(&mut errors, index, variant);
                     if !variant.sku.trim().is_empty() && !seen.insert(variant.sku.trim()) {
-                        errors.push(format!("variants[{index}].sku"), format!("duplicate sku {:?} in one product", variant.sku));
+                        errors.push(
+                            format!("variants[{index}].sku"),
+                            format!("duplicate sku {:?} in one product", variant.sku),
+                        );
                     }
                 }
             }
@@ -82,12 +88,15 @@ impl Record {
                 for (index, entry) in list.entries.iter().enumerate() {
                     errors.required(&format!("entries[{index}].sku"), &entry.sku);
                     errors.not_negative(&format!("entries[{index}].price"), entry.price);
-                    errors.not_negative(&format!("entries[{index}].min_quantity"), entry.min_quantity);
+                    errors.not_negative(
+                        &format!("entries[{index}].min_quantity"),
+                        entry.min_quantity,
+                    );
                 }
-                if let (Some(from), Some(to)) = (list.valid_from, list.valid_to) {
-                    if to < from {
-                        errors.push("valid_to", "is before valid_from");
-                    }
+                if let (Some(from), Some(to)) = (list.valid_from, list.valid_to)
+                    && to < from
+                {
+                    errors.push("valid_to", "is before valid_from");
                 }
             }
             Record::StockLevel(stock) => {
@@ -96,19 +105,31 @@ impl Record {
                 errors.not_negative("available", stock.available);
             }
             Record::Customer(customer) => {
-                let has_number = customer.number.as_deref().is_some_and(|n| !n.trim().is_empty());
-                let has_email = customer.email.as_deref().is_some_and(|e| !e.trim().is_empty());
+                let has_number = customer
+                    .number
+                    .as_deref()
+                    .is_some_and(|n| !n.trim().is_empty());
+                let has_email = customer
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| !e.trim().is_empty());
                 if !has_number && !has_email {
                     errors.push("email", "a customer needs an e-mail or a customer number");
                 }
-                if let Some(email) = customer.email.as_deref().filter(|e| !e.trim().is_empty()) {
-                    if !email.contains('@') {
-                        errors.push("email", format!("{email:?} is not an e-mail address"));
-                    }
+                if let Some(email) = customer.email.as_deref().filter(|e| !e.trim().is_empty())
+                    && !email.contains('@')
+                {
+                    errors.push("email", format!("{email:?} is not an e-mail address"));
                 }
                 for (index, address) in customer.addresses.iter().enumerate() {
                     if address.country.trim().len() != 2 {
-                        errors.push(format!("addresses[{index}].country"), format!("expected an ISO 3166 two-letter code, found {:?}", address.country));
+                        errors.push(
+                            format!("addresses[{index}].country"),
+                            format!(
+                                "expected an ISO 3166 two-letter code, found {:?}",
+                                address.country
+                            ),
+                        );
                     }
                 }
             }
@@ -148,13 +169,21 @@ impl Record {
                 }
             }
         }
-        if errors.0.is_empty() { Ok(()) } else { Err(ValidationErrors(errors.0)) }
+        if errors.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors.0))
+        }
     }
 }
 
 fn validate_variant(errors: &mut Collector, index: usize, variant: &Variant) {
     errors.required(&format!("variants[{index}].sku"), &variant.sku);
-    for (field, price) in [("price", &variant.price), ("compare_at_price", &variant.compare_at_price), ("cost", &variant.cost)] {
+    for (field, price) in [
+        ("price", &variant.price),
+        ("compare_at_price", &variant.compare_at_price),
+        ("cost", &variant.cost),
+    ] {
         if let Some(price) = price {
             errors.not_negative(&format!("variants[{index}].{field}"), price.amount);
         }
@@ -162,7 +191,10 @@ fn validate_variant(errors: &mut Collector, index: usize, variant: &Variant) {
     if let Some(weight) = &variant.weight {
         errors.not_negative(&format!("variants[{index}].weight.value"), weight.value);
         if !matches!(weight.unit.as_str(), "g" | "kg" | "lb" | "oz") {
-            errors.push(format!("variants[{index}].weight.unit"), format!("expected g, kg, lb or oz, found {:?}", weight.unit));
+            errors.push(
+                format!("variants[{index}].weight.unit"),
+                format!("expected g, kg, lb or oz, found {:?}", weight.unit),
+            );
         }
     }
 }
