@@ -16,7 +16,7 @@ fn decimal() -> impl Strategy<Value = Decimal> {
 fn json_leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<bool>().prop_map(Value::Bool),
-        any::<i32>().prop_map(|n| Value::from(n)),
+        any::<i32>().prop_map(Value::from),
         "[a-z0-9 ]{0,8}".prop_map(Value::String),
         Just(Value::Null),
     ]
