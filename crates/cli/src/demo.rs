@@ -59,7 +59,9 @@ pub async fn run(dir: &Path, products: usize) -> Result<ExitCode> {
     println!("next steps:");
     println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data failures list");
     println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data trace DEMO-00001");
-    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data sync products --full   # writes nothing: unchanged");
+    println!(
+        "  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data sync products --full   # writes nothing: unchanged"
+    );
     println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data serve                  # every minute");
     Ok(ExitCode::SUCCESS)
 }
@@ -71,7 +73,10 @@ fn sample_catalog(products: usize) -> String {
     for index in 1..=products {
         for size in ["S", "M", "L"] {
             let price = 10 + index % 90;
-            let _ = writeln!(csv, "DEMO-{index:05},Demo shirt {index},Acme,DEMO-{index:05}-{size},Size,{size},{price}.90,EUR");
+            let _ = writeln!(
+                csv,
+                "DEMO-{index:05},Demo shirt {index},Acme,DEMO-{index:05}-{size},Size,{size},{price}.90,EUR"
+            );
         }
     }
     csv.push_str("BAD-1,Shirt in a made-up currency,Acme,BAD-1-S,Size,S,12.00,EUX\n");

@@ -143,7 +143,8 @@ fn main() -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let default = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ERPSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ERPSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();
@@ -311,7 +312,9 @@ async fn failures(engine: &Engine, action: FailuresCommand, actor: &str) -> Resu
             let mut still_failing = 0;
             for id in ids {
                 match engine.retry_dead_letter(id, actor).await {
-                    Ok(summary) if summary.counts.failed == 0 && summary.error.is_none() => println!("failure {id}: resolved"),
+                    Ok(summary) if summary.counts.failed == 0 && summary.error.is_none() => {
+                        println!("failure {id}: resolved")
+                    }
                     Ok(summary) => {
                         still_failing += 1;
                         let reason = match store.dead_letter(id).await? {

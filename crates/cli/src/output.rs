@@ -11,7 +11,14 @@ pub fn print_connectors() {
     for info in erpsync_connectors::catalog() {
         let entities: Vec<&str> = info.entities.iter().map(|entity| entity.as_str()).collect();
         println!("{:<12} {}", info.name, info.description);
-        println!("{:<12} entities: {}; read: {}, write: {}, webhooks: {}", "", entities.join(", "), info.read, info.write, info.webhooks);
+        println!(
+            "{:<12} entities: {}; read: {}, write: {}, webhooks: {}",
+            "",
+            entities.join(", "),
+            info.read,
+            info.write,
+            info.webhooks
+        );
     }
 }
 
@@ -20,7 +27,9 @@ pub fn progress_bar(flow: &str, enabled: bool) -> ProgressBar {
         return ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
     }
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}").expect("the template is valid"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}").expect("the template is valid"),
+    );
     bar.set_prefix(flow.to_string());
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
@@ -79,7 +88,10 @@ pub fn print_status(statuses: &[FlowStatus], json: bool) -> Result<()> {
         println!("no flows configured");
         return Ok(());
     }
-    println!("{:<24} {:<12} {:<22} {:<18} {:>9} {:>8}", "FLOW", "ENTITY", "SOURCE → TARGET", "LAST RUN", "LAG", "FAILURES");
+    println!(
+        "{:<24} {:<12} {:<22} {:<18} {:>9} {:>8}",
+        "FLOW", "ENTITY", "SOURCE → TARGET", "LAST RUN", "LAG", "FAILURES"
+    );
     for status in statuses {
         let last = match &status.last_run {
             Some(run) => run.status.as_str().to_string(),

@@ -152,7 +152,13 @@ struct Problems<'a> {
 impl Problems<'_> {
     fn push(&mut self, offset: usize, field: impl Into<String>, message: impl Into<String>) {
         let (line, column) = line_column(self.text, offset);
-        self.list.push(ConfigProblem { file: self.file.clone(), line, column, field: field.into(), message: message.into() });
+        self.list.push(ConfigProblem {
+            file: self.file.clone(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn push_toml(&mut self, fallback_offset: usize, field: &str, error: &toml::de::Error) {
@@ -261,10 +267,7 @@ impl Config {
             };
             let table = flow.get_ref().as_table();
             let value_offset = |key: &str| -> usize {
-                table
-                    .and_then(|table| table.get(key))
-                    .map(|value| value.span().start)
-                    .unwrap_or(offset)
+                table.and_then(|table| table.get(key)).map(|value| value.span().start).unwrap_or(offset)
             };
             let entity = match EntityKind::from_str(&raw.entity) {
                 Ok(entity) => Some(entity),
@@ -279,16 +282,27 @@ impl Config {
                     problems.push(
                         value_offset(key),
                         format!("{field}.{key}"),
-                        format!("unknown system {system:?}; configured systems: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                        format!(
+                            "unknown system {system:?}; configured systems: {}",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
                     );
                 }
             }
             if raw.source == raw.target {
-                problems.push(value_offset("target"), format!("{field}.target"), "source and target are the same system");
+                problems.push(
+                    value_offset("target"),
+                    format!("{field}.target"),
+                    "source and target are the same system",
+                );
             }
             let trigger = match (&raw.interval, &raw.schedule) {
                 (Some(_), Some(_)) => {
-                    problems.push(value_offset("schedule"), format!("{field}.schedule"), "set either `interval` or `schedule`, not both");
+                    problems.push(
+                        value_offset("schedule"),
+                        format!("{field}.schedule"),
+                        "set either `interval` or `schedule`, not both",
+                    );
                     None
                 }
                 (Some(interval), None) => match parse_duration(interval) {
@@ -341,7 +355,11 @@ impl Config {
         if let Some(url) = &store.url {
             if !(url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 let offset = text.find("url").unwrap_or(0);
-                problems.push(offset, "store.url", format!("{url:?}: expected sqlite:///path/to/file.db or postgres://user@host/database"));
+                problems.push(
+                    offset,
+                    "store.url",
+                    format!("{url:?}: expected sqlite:///path/to/file.db or postgres://user@host/database"),
+                );
             }
         }
 
@@ -363,15 +381,18 @@ impl Config {
 }
 
 fn check_name(problems: &mut Problems<'_>, offset: usize, field: &str, name: &str) {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let valid =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         problems.push(offset, field, "names may use letters, digits, `-` and `_` (at most 64)");
     }
 }
 
-fn deserialize_item<T: DeserializeOwned>(problems: &mut Problems<'_>, value: &Spanned<DeValue<'_>>, field: &str) -> Option<T> {
+fn deserialize_item<T: DeserializeOwned>(
+    problems: &mut Problems<'_>,
+    value: &Spanned<DeValue<'_>>,
+    field: &str,
+) -> Option<T> {
     let deserializer = ValueDeserializer::from(value.clone());
     match T::deserialize(deserializer) {
         Ok(parsed) => Some(parsed),

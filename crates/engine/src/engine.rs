@@ -1,10 +1,10 @@
 //! `Engine`: runs flows as leased jobs, schedules them, and serves the operator commands
 //! (status, trace, dead-letter retry and discard).
 
+use crate::EngineError;
 use crate::config::{Config, FlowConfig, Trigger};
 use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
 use crate::shutdown::Shutdown;
-use crate::EngineError;
 use chrono::{DateTime, Utc};
 use erpsync_connectors::{Sink, Source, SourceRecord};
 use erpsync_model::{Checkpoint, envelope};
@@ -134,10 +134,11 @@ impl Engine {
         if let Some(source) = sources.get(system) {
             return Ok(source.clone());
         }
-        let config = self.config.systems.get(system).ok_or_else(|| EngineError::UnknownSystem {
-            flow: flow.name.clone(),
-            system: system.to_string(),
-        })?;
+        let config = self
+            .config
+            .systems
+            .get(system)
+            .ok_or_else(|| EngineError::UnknownSystem { flow: flow.name.clone(), system: system.to_string() })?;
         let source = config.build_source(system)?;
         sources.insert(system.to_string(), source.clone());
         Ok(source)
@@ -148,10 +149,11 @@ impl Engine {
         if let Some(sink) = sinks.get(system) {
             return Ok(sink.clone());
         }
-        let config = self.config.systems.get(system).ok_or_else(|| EngineError::UnknownSystem {
-            flow: flow.name.clone(),
-            system: system.to_string(),
-        })?;
+        let config = self
+            .config
+            .systems
+            .get(system)
+            .ok_or_else(|| EngineError::UnknownSystem { flow: flow.name.clone(), system: system.to_string() })?;
         let sink = config.build_sink(system)?;
         sinks.insert(system.to_string(), sink.clone());
         Ok(sink)
@@ -199,9 +201,12 @@ impl Engine {
         let lease = self.config.engine.lease;
         let claimed = self.store.claim_jobs(&self.worker.0, &[kind.as_str()], lease, 1).await?;
         let Some(job) = claimed.into_iter().next() else {
-            let holder = self.store.list_jobs(None, 1000).await?.into_iter().find(|job| {
-                job.kind == kind && matches!(job.state, JobState::Pending | JobState::Running)
-            });
+            let holder = self
+                .store
+                .list_jobs(None, 1000)
+                .await?
+                .into_iter()
+                .find(|job| job.kind == kind && matches!(job.state, JobState::Pending | JobState::Running));
             return Err(match holder {
                 Some(job) => EngineError::AlreadyRunning {
                     flow: flow_name.to_string(),
@@ -209,7 +214,9 @@ impl Engine {
                     state: job.state.as_str().to_string(),
                     owner: job.lease_owner.map(|owner| format!(", held by {owner}")).unwrap_or_default(),
                 },
-                None => EngineError::Stopped { flow: flow_name.to_string(), reason: "its job could not be claimed".into() },
+                None => {
+                    EngineError::Stopped { flow: flow_name.to_string(), reason: "its job could not be claimed".into() }
+                }
             });
         };
         self.run_job(&ctx, &job, options, shutdown, progress).await
@@ -241,7 +248,10 @@ impl Engine {
                     match store.heartbeat_job(job_id, &worker, lease).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::error!(job_id, "Lost the lease of a running flow; stopping after the current page.");
+                            tracing::error!(
+                                job_id,
+                                "Lost the lease of a running flow; stopping after the current page."
+                            );
                             stop_trigger.trigger();
                             return;
                         }
@@ -321,7 +331,8 @@ impl Engine {
                             max_attempts: RUN_FLOW_MAX_ATTEMPTS,
                         })
                         .await?;
-                    let trigger = self.config.flows[name].trigger.as_ref().expect("only scheduled flows are in next_due");
+                    let trigger =
+                        self.config.flows[name].trigger.as_ref().expect("only scheduled flows are in next_due");
                     *due = next_after(trigger, now);
                 }
             }
@@ -329,13 +340,15 @@ impl Engine {
             let free = self.config.engine.concurrency.saturating_sub(running.len());
             if free > 0 {
                 let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
-                let jobs = self.store.claim_jobs(&self.worker.0, &kind_refs, self.config.engine.lease, free as u32).await?;
+                let jobs =
+                    self.store.claim_jobs(&self.worker.0, &kind_refs, self.config.engine.lease, free as u32).await?;
                 for job in jobs {
                     let engine = self.clone();
                     let shutdown = shutdown.clone();
                     running.spawn(async move {
                         let name = job.kind.trim_start_matches(RUN_FLOW_KIND).to_string();
-                        let trigger = job.payload.get("trigger").and_then(|t| t.as_str()).unwrap_or("schedule").to_string();
+                        let trigger =
+                            job.payload.get("trigger").and_then(|t| t.as_str()).unwrap_or("schedule").to_string();
                         let full = job.payload.get("full").and_then(|f| f.as_bool()).unwrap_or(false);
                         let options = RunOptions { full, dry_run: false, trigger };
                         let ctx = match engine.flow_context(&name) {
@@ -394,7 +407,9 @@ impl Engine {
                 .into_iter()
                 .filter(|letter| {
                     letter.record_uid == Some(identity.record_uid)
-                        || (letter.entity == identity.entity && letter.natural_key.is_some() && letter.natural_key == identity.natural_key)
+                        || (letter.entity == identity.entity
+                            && letter.natural_key.is_some()
+                            && letter.natural_key == identity.natural_key)
                 })
                 .collect();
             records.push(TracedRecord { identity, events, dead_letters });
@@ -439,7 +454,9 @@ impl Engine {
                 id,
                 reason: "its payload is the raw input that could not be read; fix the source and sync again, or edit the payload into a record".into(),
             })?;
-        self.store.set_dead_letter_status(id, DeadLetterStatus::Retrying, &format!("retry requested by {actor}")).await?;
+        self.store
+            .set_dead_letter_status(id, DeadLetterStatus::Retrying, &format!("retry requested by {actor}"))
+            .await?;
         self.store
             .audit(&NewAuditEntry {
                 actor: actor.to_string(),
@@ -452,7 +469,13 @@ impl Engine {
         let started = std::time::Instant::now();
         let run_id = self
             .store
-            .start_run(&NewRun { flow: letter.flow.clone(), trigger: "retry".into(), full: false, dry_run: false, started_at: Utc::now() })
+            .start_run(&NewRun {
+                flow: letter.flow.clone(),
+                trigger: "retry".into(),
+                full: false,
+                dry_run: false,
+                started_at: Utc::now(),
+            })
             .await?;
         let records = vec![SourceRecord {
             source_id: letter.source_id.clone(),
@@ -468,17 +491,30 @@ impl Engine {
             Ok(counts) => (RunStatus::Succeeded, counts, None),
             Err(error) => {
                 // Nothing was committed: put the letter back to open with the reason.
-                self.store.set_dead_letter_status(id, DeadLetterStatus::Open, &format!("retry failed: {error}")).await?;
+                self.store
+                    .set_dead_letter_status(id, DeadLetterStatus::Open, &format!("retry failed: {error}"))
+                    .await?;
                 (RunStatus::Failed, Default::default(), Some(error.to_string()))
             }
         };
         self.store.finish_run(run_id, status, error.as_deref()).await?;
-        Ok(RunSummary { run_id, flow: letter.flow, status, counts, pages: 1, duration: started.elapsed(), error, dry_run: false })
+        Ok(RunSummary {
+            run_id,
+            flow: letter.flow,
+            status,
+            counts,
+            pages: 1,
+            duration: started.elapsed(),
+            error,
+            dry_run: false,
+        })
     }
 
     pub async fn discard_dead_letter(&self, id: DeadLetterId, actor: &str, reason: &str) -> Result<(), EngineError> {
         let letter = self.store.dead_letter(id).await?.ok_or(EngineError::DeadLetterNotFound { id })?;
-        self.store.set_dead_letter_status(id, DeadLetterStatus::Discarded, &format!("discarded by {actor}: {reason}")).await?;
+        self.store
+            .set_dead_letter_status(id, DeadLetterStatus::Discarded, &format!("discarded by {actor}: {reason}"))
+            .await?;
         self.store
             .audit(&NewAuditEntry {
                 actor: actor.to_string(),
@@ -514,9 +550,9 @@ fn first_due(trigger: &Trigger, last_started: Option<DateTime<Utc>>, now: DateTi
 fn next_after(trigger: &Trigger, after: DateTime<Utc>) -> DateTime<Utc> {
     match trigger {
         Trigger::Interval(every) => after + chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::hours(1)),
-        Trigger::Cron(cron, _) => cron
-            .find_next_occurrence(&after, false)
-            .unwrap_or(after + chrono::Duration::hours(1)),
+        Trigger::Cron(cron, _) => {
+            cron.find_next_occurrence(&after, false).unwrap_or(after + chrono::Duration::hours(1))
+        }
     }
 }
 

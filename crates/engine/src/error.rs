@@ -13,7 +13,9 @@ pub enum EngineError {
     UnknownFlow { name: String, known: String },
     #[error("flow {flow:?} refers to system {system:?}, which is not configured")]
     UnknownSystem { flow: String, system: String },
-    #[error("flow {flow:?} is already queued or running (job {job_id}, {state}{owner}); try again when it has finished")]
+    #[error(
+        "flow {flow:?} is already queued or running (job {job_id}, {state}{owner}); try again when it has finished"
+    )]
     AlreadyRunning { flow: String, job_id: i64, state: String, owner: String },
     #[error("dead letter {id} not found")]
     DeadLetterNotFound { id: i64 },

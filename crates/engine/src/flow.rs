@@ -155,7 +155,16 @@ async fn run_pages(
         };
         let done = page.done;
         let next_checkpoint = page.checkpoint.clone();
-        let processed = process_page(ctx, run_id, page.records, &checkpoint, Some(next_checkpoint.clone()), options.dry_run, shutdown).await;
+        let processed = process_page(
+            ctx,
+            run_id,
+            page.records,
+            &checkpoint,
+            Some(next_checkpoint.clone()),
+            options.dry_run,
+            shutdown,
+        )
+        .await;
         match processed {
             Ok(page_counts) => {
                 add_counts(&mut counts, &page_counts);
@@ -257,17 +266,38 @@ pub(crate) async fn process_page(
                 None,
                 origin,
                 "mapping",
-                format!("{where_}: the source produced a {} record, but flow {:?} moves {}", record.kind(), flow.name, flow.entity),
+                format!(
+                    "{where_}: the source produced a {} record, but flow {:?} moves {}",
+                    record.kind(),
+                    flow.name,
+                    flow.entity
+                ),
                 envelope::to_value(&record),
             ));
             continue;
         }
         if let Err(errors) = record.validate() {
-            outcomes[index] = Some(failed(None, &source_id, record.natural_key(), origin, "validation", format!("{where_}: {errors}"), envelope::to_value(&record)));
+            outcomes[index] = Some(failed(
+                None,
+                &source_id,
+                record.natural_key(),
+                origin,
+                "validation",
+                format!("{where_}: {errors}"),
+                envelope::to_value(&record),
+            ));
             continue;
         }
         let Some(natural_key) = record.natural_key() else {
-            outcomes[index] = Some(failed(None, &source_id, None, origin, "validation", format!("{where_}: the record has no natural key"), envelope::to_value(&record)));
+            outcomes[index] = Some(failed(
+                None,
+                &source_id,
+                None,
+                origin,
+                "validation",
+                format!("{where_}: the record has no natural key"),
+                envelope::to_value(&record),
+            ));
             continue;
         };
         if let Some(first_origin) = first_in_page.get(&source_id) {
@@ -301,7 +331,10 @@ pub(crate) async fn process_page(
             target_system: &flow.target,
             items: candidates
                 .iter()
-                .map(|candidate| LinkQueryItem { source_id: &candidate.source_id, natural_key: Some(&candidate.natural_key) })
+                .map(|candidate| LinkQueryItem {
+                    source_id: &candidate.source_id,
+                    natural_key: Some(&candidate.natural_key),
+                })
                 .collect(),
         };
         ctx.store.lookup_links(&query).await?
@@ -311,7 +344,8 @@ pub(crate) async fn process_page(
     let mut to_write: Vec<(Candidate, Option<RecordUid>, Option<String>)> = Vec::new();
     for (candidate, state) in candidates.into_iter().zip(states) {
         if let (Some(last), Some(current)) = (&state.last_origin, &candidate.origin_key) {
-            let same_group = last.split_once('|').map(|(group, _)| group) == current.split_once('|').map(|(group, _)| group);
+            let same_group =
+                last.split_once('|').map(|(group, _)| group) == current.split_once('|').map(|(group, _)| group);
             if same_group && last != current {
                 let first = last.split_once('|').map(|(_, origin)| origin).unwrap_or(last);
                 let where_ = candidate.origin.clone().unwrap_or_default();
@@ -321,7 +355,10 @@ pub(crate) async fn process_page(
                     Some(candidate.natural_key.clone()),
                     candidate.origin.clone(),
                     "duplicate",
-                    format!("{where_}: duplicate of {first}: {:?} appears twice in one file; the first was kept", candidate.source_id),
+                    format!(
+                        "{where_}: duplicate of {first}: {:?} appears twice in one file; the first was kept",
+                        candidate.source_id
+                    ),
                     envelope::to_value(&candidate.record),
                 ));
                 continue;
@@ -351,7 +388,8 @@ pub(crate) async fn process_page(
     // First sync matches before it creates: ask the target for records without a target id.
     let entity = flow.entity;
     if ctx.sink.capabilities(entity).lookup {
-        let missing: Vec<usize> = to_write.iter().enumerate().filter(|(_, item)| item.2.is_none()).map(|(i, _)| i).collect();
+        let missing: Vec<usize> =
+            to_write.iter().enumerate().filter(|(_, item)| item.2.is_none()).map(|(i, _)| i).collect();
         if !missing.is_empty() {
             let keys: Vec<String> = missing.iter().map(|&i| to_write[i].0.natural_key.clone()).collect();
             let found = ctx.sink.lookup(entity, &keys).await?;
@@ -374,10 +412,8 @@ pub(crate) async fn process_page(
 
     write_all(ctx, to_write, &mut outcomes, checkpoint_before, shutdown).await?;
 
-    let outcomes: Vec<RecordOutcome> = outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("every record of the page got an outcome"))
-        .collect();
+    let outcomes: Vec<RecordOutcome> =
+        outcomes.into_iter().map(|outcome| outcome.expect("every record of the page got an outcome")).collect();
     let mut counts = RunCounts::default();
     for outcome in &outcomes {
         counts.add(outcome.action);
@@ -452,7 +488,10 @@ async fn write_all(
                     tracing::warn!(flow = %flow.name, attempt, delay_ms = delay.as_millis() as u64, error = %error, "Write failed, retrying.");
                     attempt += 1;
                     if !shutdown.clone().sleep(delay).await {
-                        return Err(EngineError::Stopped { flow: flow.name.clone(), reason: "shutdown during a retry wait".into() });
+                        return Err(EngineError::Stopped {
+                            flow: flow.name.clone(),
+                            reason: "shutdown during a retry wait".into(),
+                        });
                     }
                     continue;
                 }
@@ -501,7 +540,10 @@ async fn write_all(
             attempt += 1;
             subset_round += 1;
             if !shutdown.clone().sleep(retry_delay).await {
-                return Err(EngineError::Stopped { flow: flow.name.clone(), reason: "shutdown during a retry wait".into() });
+                return Err(EngineError::Stopped {
+                    flow: flow.name.clone(),
+                    reason: "shutdown during a retry wait".into(),
+                });
             }
             chunk = retry;
         }

@@ -51,7 +51,8 @@ mod tests {
 
     #[test]
     fn retry_after_hint_is_honoured() {
-        let error = ConnectorError::new(ErrorKind::RateLimited, "writing", "429").with_retry_after(Duration::from_secs(7));
+        let error =
+            ConnectorError::new(ErrorKind::RateLimited, "writing", "429").with_retry_after(Duration::from_secs(7));
         let delay = policy().delay_for(0, &error);
         assert_eq!(delay, Duration::from_secs(7));
     }

@@ -38,19 +38,14 @@ pub fn parse_str(text: &str) -> Result<Decimal, String> {
 pub mod option {
     use super::*;
 
-    pub fn serialize<S: Serializer>(
-        value: &Option<Decimal>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(value: &Option<Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(value) => serializer.collect_str(&value.normalize()),
             None => serializer.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Decimal>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Decimal>, D::Error> {
         let raw = Option::<serde_json::Value>::deserialize(deserializer)?;
         match raw {
             None | Some(serde_json::Value::Null) => Ok(None),

@@ -56,11 +56,6 @@ pub struct DocumentLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Pdf {
-    Base64 {
-        data: String,
-        file_name: Option<String>,
-    },
-    Url {
-        url: String,
-    },
+    Base64 { data: String, file_name: Option<String> },
+    Url { url: String },
 }

@@ -62,9 +62,6 @@ impl FromStr for EntityKind {
     type Err = UnknownEntity;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        EntityKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
-            .ok_or_else(|| UnknownEntity(text.to_string()))
+        EntityKind::ALL.into_iter().find(|kind| kind.as_str() == text).ok_or_else(|| UnknownEntity(text.to_string()))
     }
 }

@@ -41,19 +41,11 @@ struct EnvelopeIn {
 
 pub fn to_vec(record: &Record) -> Vec<u8> {
     // A Record always serializes: see `content_hash`.
-    serde_json::to_vec(&EnvelopeOut {
-        v: SCHEMA_VERSION,
-        record,
-    })
-    .expect("records always serialize")
+    serde_json::to_vec(&EnvelopeOut { v: SCHEMA_VERSION, record }).expect("records always serialize")
 }
 
 pub fn to_value(record: &Record) -> serde_json::Value {
-    serde_json::to_value(EnvelopeOut {
-        v: SCHEMA_VERSION,
-        record,
-    })
-    .expect("records always serialize")
+    serde_json::to_value(EnvelopeOut { v: SCHEMA_VERSION, record }).expect("records always serialize")
 }
 
 pub fn from_slice(bytes: &[u8]) -> Result<Record, EnvelopeError> {

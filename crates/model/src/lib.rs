@@ -31,14 +31,11 @@ pub use extra::Extra;
 pub use hash::{ContentHash, content_hash};
 pub use money::{Currency, CurrencyError, Money};
 pub use order::{
-    Cancellation, Discount, FinancialStatus, FulfillmentStatus, Order, OrderLine, OrderParty,
-    OrderState, OrderStatusChange, OrderTotals, Payment, Refund, RefundLine, Rounding,
-    ShippingLine, TaxLine,
+    Cancellation, Discount, FinancialStatus, FulfillmentStatus, Order, OrderLine, OrderParty, OrderState,
+    OrderStatusChange, OrderTotals, Payment, Refund, RefundLine, Rounding, ShippingLine, TaxLine,
 };
 pub use price::{PriceEntry, PriceList};
-pub use product::{
-    Image, OptionValue, Product, ProductAttribute, ProductOption, ProductStatus, Variant, Weight,
-};
+pub use product::{Image, OptionValue, Product, ProductAttribute, ProductOption, ProductStatus, Variant, Weight};
 pub use record::Record;
 pub use shipment::{Shipment, ShipmentLine, Tracking};
 pub use stock::StockLevel;

@@ -204,9 +204,7 @@ impl FromStr for Currency {
                 let bytes = CURRENCIES[index].0.as_bytes();
                 Ok(Currency([bytes[0], bytes[1], bytes[2]]))
             }
-            Err(_) => Err(CurrencyError {
-                code: text.to_string(),
-            }),
+            Err(_) => Err(CurrencyError { code: text.to_string() }),
         }
     }
 }
@@ -258,14 +256,10 @@ impl Money {
 
     /// Rounds to the currency's minor unit, half away from zero (commercial rounding).
     pub fn rounded(&self) -> Money {
-        let amount = self.amount.round_dp_with_strategy(
-            self.currency.minor_units(),
-            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-        );
-        Money {
-            amount,
-            currency: self.currency,
-        }
+        let amount = self
+            .amount
+            .round_dp_with_strategy(self.currency.minor_units(), rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        Money { amount, currency: self.currency }
     }
 }
 

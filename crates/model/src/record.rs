@@ -1,8 +1,7 @@
 //! `Record`: one canonical entity of any kind, and its natural key.
 
 use crate::{
-    Customer, Document, EntityKind, Order, OrderStatusChange, PriceList, Product, Refund, Shipment,
-    StockLevel,
+    Customer, Document, EntityKind, Order, OrderStatusChange, PriceList, Product, Refund, Shipment, StockLevel,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,38 +48,28 @@ impl Record {
             (!trimmed.is_empty()).then(|| trimmed.to_string())
         }
         match self {
-            Record::Product(product) => non_empty(&product.code).or_else(|| {
-                product
-                    .variants
-                    .first()
-                    .and_then(|variant| non_empty(&variant.sku))
-            }),
+            Record::Product(product) => non_empty(&product.code)
+                .or_else(|| product.variants.first().and_then(|variant| non_empty(&variant.sku))),
             Record::PriceList(list) => non_empty(&list.code),
             Record::StockLevel(stock) => {
                 let sku = non_empty(&stock.sku)?;
                 Some(format!("{sku}@{}", stock.location.trim()))
             }
-            Record::Customer(customer) => {
-                customer.number.as_deref().and_then(non_empty).or_else(|| {
-                    customer
-                        .email
-                        .as_deref()
-                        .and_then(non_empty)
-                        .map(|email| email.to_lowercase())
-                })
-            }
+            Record::Customer(customer) => customer
+                .number
+                .as_deref()
+                .and_then(non_empty)
+                .or_else(|| customer.email.as_deref().and_then(non_empty).map(|email| email.to_lowercase())),
             Record::Order(order) => non_empty(&order.number),
             Record::OrderStatus(change) => {
                 let number = non_empty(&change.order_number)?;
-                let at = change
-                    .changed_at
-                    .map(|at| at.to_rfc3339())
-                    .unwrap_or_default();
+                let at = change.changed_at.map(|at| at.to_rfc3339()).unwrap_or_default();
                 Some(format!("{number}#{at}"))
             }
             Record::Shipment(shipment) => non_empty(&shipment.number),
-            Record::Document(document) => non_empty(&document.number)
-                .map(|number| format!("{}:{number}", document.kind.as_str())),
+            Record::Document(document) => {
+                non_empty(&document.number).map(|number| format!("{}:{number}", document.kind.as_str()))
+            }
             Record::Refund(refund) => non_empty(&refund.number),
         }
     }

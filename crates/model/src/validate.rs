@@ -34,10 +34,7 @@ struct Collector(Vec<ValidationError>);
 
 impl Collector {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ValidationError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(ValidationError { field: field.into(), message: message.into() });
     }
 
     fn required(&mut self, field: &str, value: &str) {
@@ -88,10 +85,7 @@ impl Record {
                 for (index, entry) in list.entries.iter().enumerate() {
                     errors.required(&format!("entries[{index}].sku"), &entry.sku);
                     errors.not_negative(&format!("entries[{index}].price"), entry.price);
-                    errors.not_negative(
-                        &format!("entries[{index}].min_quantity"),
-                        entry.min_quantity,
-                    );
+                    errors.not_negative(&format!("entries[{index}].min_quantity"), entry.min_quantity);
                 }
                 if let (Some(from), Some(to)) = (list.valid_from, list.valid_to)
                     && to < from
@@ -105,14 +99,8 @@ impl Record {
                 errors.not_negative("available", stock.available);
             }
             Record::Customer(customer) => {
-                let has_number = customer
-                    .number
-                    .as_deref()
-                    .is_some_and(|n| !n.trim().is_empty());
-                let has_email = customer
-                    .email
-                    .as_deref()
-                    .is_some_and(|e| !e.trim().is_empty());
+                let has_number = customer.number.as_deref().is_some_and(|n| !n.trim().is_empty());
+                let has_email = customer.email.as_deref().is_some_and(|e| !e.trim().is_empty());
                 if !has_number && !has_email {
                     errors.push("email", "a customer needs an e-mail or a customer number");
                 }
@@ -125,10 +113,7 @@ impl Record {
                     if address.country.trim().len() != 2 {
                         errors.push(
                             format!("addresses[{index}].country"),
-                            format!(
-                                "expected an ISO 3166 two-letter code, found {:?}",
-                                address.country
-                            ),
+                            format!("expected an ISO 3166 two-letter code, found {:?}", address.country),
                         );
                     }
                 }
@@ -169,21 +154,15 @@ impl Record {
                 }
             }
         }
-        if errors.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationErrors(errors.0))
-        }
+        if errors.0.is_empty() { Ok(()) } else { Err(ValidationErrors(errors.0)) }
     }
 }
 
 fn validate_variant(errors: &mut Collector, index: usize, variant: &Variant) {
     errors.required(&format!("variants[{index}].sku"), &variant.sku);
-    for (field, price) in [
-        ("price", &variant.price),
-        ("compare_at_price", &variant.compare_at_price),
-        ("cost", &variant.cost),
-    ] {
+    for (field, price) in
+        [("price", &variant.price), ("compare_at_price", &variant.compare_at_price), ("cost", &variant.cost)]
+    {
         if let Some(price) = price {
             errors.not_negative(&format!("variants[{index}].{field}"), price.amount);
         }

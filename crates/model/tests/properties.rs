@@ -2,8 +2,7 @@
 //! serialized form round-trips every record.
 
 use erpsync_model::{
-    Currency, Extra, Money, OptionValue, Product, ProductStatus, Record, StockLevel, Variant,
-    content_hash, envelope,
+    Currency, Extra, Money, OptionValue, Product, ProductStatus, Record, StockLevel, Variant, content_hash, envelope,
 };
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -33,27 +32,19 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn extra() -> impl Strategy<Value = Extra> {
-    prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..5)
-        .prop_map(|map| Extra(map.into_iter().collect()))
+    prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..5).prop_map(|map| Extra(map.into_iter().collect()))
 }
 
 fn variant() -> impl Strategy<Value = Variant> {
-    (
-        "[A-Z0-9-]{1,12}",
-        proptest::option::of(decimal()),
-        "[SML]",
-        extra(),
-    )
-        .prop_map(|(sku, price, size, extra)| Variant {
+    ("[A-Z0-9-]{1,12}", proptest::option::of(decimal()), "[SML]", extra()).prop_map(|(sku, price, size, extra)| {
+        Variant {
             sku,
             price: price.map(|amount| Money::new(amount, Currency::EUR)),
-            options: vec![OptionValue {
-                option: "Size".into(),
-                value: size,
-            }],
+            options: vec![OptionValue { option: "Size".into(), value: size }],
             extra,
             ..Variant::default()
-        })
+        }
+    })
 }
 
 fn product() -> impl Strategy<Value = Product> {
@@ -78,17 +69,9 @@ fn product() -> impl Strategy<Value = Product> {
 fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
         product().prop_map(Record::Product),
-        ("[A-Z0-9]{1,8}", "[A-Z]{1,4}", decimal(), extra()).prop_map(
-            |(sku, location, available, extra)| {
-                Record::StockLevel(StockLevel {
-                    sku,
-                    location,
-                    available,
-                    extra,
-                    ..StockLevel::default()
-                })
-            }
-        ),
+        ("[A-Z0-9]{1,8}", "[A-Z]{1,4}", decimal(), extra()).prop_map(|(sku, location, available, extra)| {
+            Record::StockLevel(StockLevel { sku, location, available, extra, ..StockLevel::default() })
+        }),
     ]
 }
 
@@ -98,25 +81,12 @@ fn reversed_text(value: &Value) -> String {
         Value::Object(object) => {
             let mut parts: Vec<String> = object
                 .iter()
-                .map(|(key, value)| {
-                    format!(
-                        "{}:{}",
-                        serde_json::to_string(key).unwrap(),
-                        reversed_text(value)
-                    )
-                })
+                .map(|(key, value)| format!("{}:{}", serde_json::to_string(key).unwrap(), reversed_text(value)))
                 .collect();
             parts.reverse();
             format!("{{{}}}", parts.join(","))
         }
-        Value::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(reversed_text)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
+        Value::Array(items) => format!("[{}]", items.iter().map(reversed_text).collect::<Vec<_>>().join(",")),
         other => serde_json::to_string(other).unwrap(),
     }
 }
@@ -161,24 +131,24 @@ proptest! {
 
 #[test]
 fn newer_schema_versions_are_refused_with_a_clear_error() {
-    let error =
-        envelope::from_slice(br#"{"v": 99, "record": {"entity": "stock_level"}}"#).unwrap_err();
+    let error = envelope::from_slice(br#"{"v": 99, "record": {"entity": "stock_level"}}"#).unwrap_err();
     assert!(error.to_string().contains("newer"), "{error}");
 }
 
 #[test]
 fn older_forms_without_new_fields_still_read() {
     // A version-1 product written before `tax_class` and `attributes` existed.
-    let record = envelope::from_slice(br#"{"v": 1, "record": {"entity": "product", "code": "A", "title": "T", "variants": [{"sku": "A"}]}}"#).unwrap();
+    let record = envelope::from_slice(
+        br#"{"v": 1, "record": {"entity": "product", "code": "A", "title": "T", "variants": [{"sku": "A"}]}}"#,
+    )
+    .unwrap();
     assert_eq!(record.natural_key().as_deref(), Some("A"));
 }
 
 #[test]
 fn unknown_fields_are_errors_not_silently_dropped() {
-    let error = envelope::from_slice(
-        br#"{"v": 1, "record": {"entity": "product", "code": "A", "titel": "T"}}"#,
-    )
-    .unwrap_err();
+    let error =
+        envelope::from_slice(br#"{"v": 1, "record": {"entity": "product", "code": "A", "titel": "T"}}"#).unwrap_err();
     assert!(error.to_string().contains("titel"), "{error}");
 }
 
