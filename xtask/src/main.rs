@@ -160,11 +160,9 @@ fn run(binary: &Path, work: &Path, args: &[&str]) -> Result<Measured> {
     // VmHWM is the kernel's own high-water mark of resident memory, so sampling it often
     // enough only has to catch the last value before exit.
     loop {
-        if let Ok(text) = std::fs::read_to_string(&status_path) {
-            if let Some(kib) = text.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1))
-            {
-                peak = peak.max(kib.parse().unwrap_or(0));
-            }
+        let text = std::fs::read_to_string(&status_path).unwrap_or_default();
+        if let Some(kib) = text.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)) {
+            peak = peak.max(kib.parse().unwrap_or(0));
         }
         if child.try_wait()?.is_some() {
             break;
