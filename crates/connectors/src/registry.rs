@@ -27,6 +27,14 @@ impl SystemConfig {
         }
     }
 
+    /// Makes the connector's relative paths relative to `base_dir`, the folder of the
+    /// configuration file, as the configuration guide promises. Call once after loading.
+    pub fn resolve_paths(&mut self, base_dir: &std::path::Path) {
+        match self {
+            SystemConfig::Files(config) => config.resolve_paths(base_dir),
+        }
+    }
+
     pub fn build_source(&self, system: &str) -> Result<Arc<dyn Source>, ConnectorError> {
         match self {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
