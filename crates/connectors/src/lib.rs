@@ -7,6 +7,7 @@
 pub mod error;
 pub mod files;
 pub mod registry;
+pub mod secret;
 pub mod traits;
 
 pub use error::{ConnectorError, ErrorKind, Fault};

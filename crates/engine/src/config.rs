@@ -367,6 +367,11 @@ impl Config {
             problems.list.sort_by_key(|problem| (problem.line, problem.column));
             return Err(ConfigErrors(problems.list));
         }
+        // Relative paths in the file are relative to the file, not to where erpsync runs.
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for system in systems.values_mut() {
+            system.resolve_paths(&base_dir);
+        }
         Ok(Config { source: path.to_path_buf(), store, engine, systems, flows })
     }
 
