@@ -338,3 +338,82 @@ fn validate_reports_every_problem_with_file_line_and_field() {
     assert!(stderr.contains("erpsync.toml:6:") && stderr.contains("flows.products.entity"), "{stderr}");
     assert!(stderr.contains("erpsync.toml:8:") && stderr.contains("nowhere"), "{stderr}");
 }
+
+fn send_sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            panic!("the process did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_finishes_the_page_and_the_next_sync_resumes() {
+    let products = 4_000;
+    let setup = Setup::new(50);
+    setup.write_catalog("products.csv", &catalog(products, 3, &[]));
+    let mut child = setup
+        .command(&["sync", "products", "--json", "--no-progress"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    if child.try_wait().unwrap().is_some() {
+        panic!("the sync finished before it could be interrupted; make the catalog larger");
+    }
+    send_sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "an interrupted run exits with 1");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["status"], "interrupted", "{summary}");
+    let done_before = count(&summary, "created");
+    assert!(done_before > 0 && done_before < products as i64, "{summary}");
+
+    let rest = setup.sync(&[]);
+    assert_eq!(count(&rest, "created"), products as i64 - done_before, "{rest}");
+    assert_eq!(target_state(&setup.root.join("shop")).len(), products);
+}
+
+#[test]
+fn serve_runs_flows_on_their_interval_and_stops_on_sigterm() {
+    let setup = Setup::new(500);
+    let config = std::fs::read_to_string(setup.root.join("erpsync.toml")).unwrap();
+    let config = config.replace("page_size = 500\n", "page_size = 500\ninterval = \"1s\"\n");
+    std::fs::write(setup.root.join("erpsync.toml"), config).unwrap();
+    setup.write_catalog("products.csv", &catalog(50, 1, &[]));
+    let mut child = setup.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+
+    // The first run happens at start; a file dropped later is picked up by a later run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while target_state(&setup.root.join("shop")).len() < 50 {
+        assert!(std::time::Instant::now() < deadline, "serve did not sync the catalog");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    setup.write_catalog("more.csv", "code,title,sku,price,currency\nLATE-1,Late,LATE-1,1.00,EUR\n");
+    // more.csv does not match the default products pattern unless named so; use the pattern.
+    std::fs::rename(setup.root.join("erp/more.csv"), setup.root.join("erp/products-2.csv")).unwrap();
+    while !target_state(&setup.root.join("shop")).contains_key("LATE-1") {
+        assert!(std::time::Instant::now() < deadline, "serve did not pick up the new file");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    send_sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status:?}");
+    let runs: Value = serde_json::from_slice(&setup.run(&["status", "--json"]).stdout).unwrap();
+    let products = runs.as_array().unwrap().iter().find(|flow| flow["name"] == "products").unwrap();
+    assert_ne!(products["last_run"]["status"], "running", "{products}");
+}
