@@ -22,6 +22,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: i64 },
+    /// The job is not (or no longer) running under this worker's lease: it was completed,
+    /// reclaimed after its lease expired, or claimed by another worker.
+    #[error("job {id} is not leased to worker {worker:?}")]
+    LeaseLost { id: i64, worker: String },
 }
 
 impl StoreError {

@@ -93,21 +93,41 @@ pub struct PageCommit {
     pub at: DateTime<Utc>,
 }
 
+/// What happened to one record of a page.
+///
+/// A commit writes only what differs from what is stored, so the common re-sync page (every
+/// record unchanged, passed with the `record_uid` and `target_id` that `lookup_links` returned
+/// and no hash) writes no row per record at all.
 #[derive(Debug, Clone)]
 pub struct RecordOutcome {
-    /// Known identity, or `None` to allocate a new one (first time this record is seen).
+    /// Known identity (as `lookup_links` returned it), or `None` for a record seen for the
+    /// first time: it then gets the record its source id is linked to if there is one (for
+    /// example from an earlier page), else a new one. The same source id twice in one page
+    /// gets one record. A `Some` that does not exist fails the commit.
     pub record_uid: Option<RecordUid>,
     pub source_id: String,
+    /// Stored on the record when `Some` (a changed SKU is updated); `None` leaves it.
     pub natural_key: Option<String>,
-    /// Set when the target has (now) an id for this record: stores the target link.
+    /// Set when the target has (now) an id for this record: stores the target link (replacing
+    /// the record's previous id there). `None` leaves the link as it is.
     pub target_id: Option<String>,
     pub action: RecordAction,
-    /// New snapshot of the payload written to the target (only after a successful write).
+    /// New snapshot of the payload written to the target (only after a successful write):
+    /// - created, updated: the hash written;
+    /// - unchanged: pass `None`, and the stored hash stays (the engine knows it is equal);
+    /// - deleted: `None` clears the stored hash, so the record is written again if it comes back;
+    /// - skipped, failed: ignored.
     pub target_hash: Option<ContentHash>,
+    /// Stored as the snapshot's `last_origin` for created, updated, unchanged and deleted
+    /// outcomes (ignored for skipped and failed), and written only when it differs. An origin
+    /// that changes on every read of an unchanged source (a file's modification time, say)
+    /// makes every unchanged record a write: pass `None` when it is not needed.
     pub origin: Option<String>,
     /// Why it failed or was skipped, for the record log.
     pub message: Option<String>,
-    /// A failure a person must look at: stored as an open dead letter.
+    /// A failure a person must look at: stored as an open dead letter (or added to the record's
+    /// unresolved one). Without it, a created, updated, unchanged or deleted outcome resolves
+    /// the record's unresolved dead letter, and a skipped or failed one leaves it.
     pub dead_letter: Option<NewDeadLetter>,
     /// Whether this outcome is logged in the record log. Unchanged records are counted in the
     /// run but not logged one by one.
