@@ -98,11 +98,8 @@ target = "shop"
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_file())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().path()).filter(|path| path.is_file()).collect();
     files.sort();
     files
 }
@@ -201,8 +198,12 @@ fn ten_thousand_products_then_nothing_then_exactly_ten() {
     let events = trace["records"][0]["events"].as_array().unwrap();
     let actions: Vec<&str> = events.iter().map(|event| event["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["created", "updated"], "{trace}");
-    let systems: Vec<&str> =
-        trace["records"][0]["identity"]["links"].as_array().unwrap().iter().map(|l| l["system"].as_str().unwrap()).collect();
+    let systems: Vec<&str> = trace["records"][0]["identity"]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["system"].as_str().unwrap())
+        .collect();
     assert!(systems.contains(&"erp") && systems.contains(&"shop"), "{trace}");
 }
 
@@ -257,7 +258,8 @@ fn bad_rows_become_dead_letters_naming_file_row_and_reason() {
     if let Some(id) = id {
         let discard = setup.run(&["failures", "discard", &id.to_string(), "--reason", "handled in the ERP"]);
         assert!(discard.status.success(), "{}", String::from_utf8_lossy(&discard.stderr));
-        let shown: Value = serde_json::from_slice(&setup.run(&["failures", "show", &id.to_string(), "--json"]).stdout).unwrap();
+        let shown: Value =
+            serde_json::from_slice(&setup.run(&["failures", "show", &id.to_string(), "--json"]).stdout).unwrap();
         assert_eq!(shown["status"], "discarded");
     }
 }
@@ -289,27 +291,41 @@ fn kill_nine_at_any_moment_then_resume_gives_the_uninterrupted_state() {
     let expected = target_state(&reference.root.join("shop"));
     assert_eq!(expected.len(), products);
 
-    // The same sync, killed with SIGKILL at several points, then resumed each time.
+    // The same sync, killed with SIGKILL at several points, then resumed each time. The
+    // points are chosen by progress (how many batch files the target has), not by time, so the
+    // test kills mid-run on a fast machine as on a slow one; the extra microseconds after each
+    // threshold land the kill in different phases (reading, writing, committing).
     let setup = Setup::new(50);
     setup.write_catalog("products.csv", &csv);
+    let shop = setup.root.join("shop");
     let mut kills = 0;
-    for delay_ms in [150u64, 300, 75, 500, 220, 40, 650] {
+    for (threshold, extra_micros) in
+        [(2usize, 0u64), (9, 700), (21, 150), (40, 2_500), (63, 40), (88, 1_200), (105, 300)]
+    {
         let mut child = setup
             .command(&["sync", "products", "--json", "--no-progress"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        match child.try_wait().unwrap() {
-            Some(_) => break, // finished before the kill: the remaining work is done
-            None => {
-                child.kill().unwrap(); // SIGKILL on Unix
-                child.wait().unwrap();
-                kills += 1;
+        let finished = loop {
+            if child.try_wait().unwrap().is_some() {
+                break true;
             }
+            if std::fs::read_dir(&shop).unwrap().count() >= threshold {
+                break false;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        if finished {
+            break; // the remaining work was done before this kill point
         }
+        std::thread::sleep(Duration::from_micros(extra_micros));
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        kills += 1;
     }
+    eprintln!("killed the sync {kills} times");
     assert!(kills >= 3, "the sync finished too fast to be killed mid-way ({kills} kills)");
     let last = setup.sync(&[]);
     assert!(last["status"] == "succeeded", "{last}");

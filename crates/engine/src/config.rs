@@ -216,6 +216,21 @@ impl Config {
             match key.get_ref().as_ref() {
                 "store" => {
                     if let Some(parsed) = deserialize_item::<StoreSettings>(&mut problems, value, "store") {
+                        if let Some(url) = &parsed.url
+                            && erpsync_store::StoreUrl::parse(url).is_err()
+                        {
+                            let offset = value
+                                .get_ref()
+                                .as_table()
+                                .and_then(|table| table.get("url"))
+                                .map(|url| url.span().start)
+                                .unwrap_or(offset);
+                            problems.push(
+                                offset,
+                                "store.url",
+                                format!("{url:?}: expected sqlite:///path/to/file.db or postgres://user@host/database"),
+                            );
+                        }
                         store = parsed;
                     }
                 }
@@ -348,17 +363,6 @@ impl Config {
                         retry: raw.retry,
                         enabled: raw.enabled,
                     },
-                );
-            }
-        }
-
-        if let Some(url) = &store.url {
-            if !(url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                let offset = text.find("url").unwrap_or(0);
-                problems.push(
-                    offset,
-                    "store.url",
-                    format!("{url:?}: expected sqlite:///path/to/file.db or postgres://user@host/database"),
                 );
             }
         }
