@@ -10,7 +10,7 @@ use erpsync_connectors::{Sink, Source, SourceRecord};
 use erpsync_model::{Checkpoint, envelope};
 use erpsync_store::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, Job, JobState, NewAuditEntry, NewJob, NewRun,
-    RecordIdentity, RecordLogEntry, Run, RunStatus, Store,
+    RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -271,18 +271,25 @@ impl Engine {
         self.interrupt_stale_runs(&ctx.flow.name).await?;
         let result = flow::run_flow(ctx, &run_options, &stop, progress).await;
         heartbeat.abort();
-        match &result {
-            Ok(summary) if summary.status == RunStatus::Interrupted => {
-                self.store.release_job(job.id, &self.worker.0).await?;
-            }
+        let worker = &self.worker.0;
+        let settled = match &result {
+            Ok(summary) if summary.status == RunStatus::Interrupted => self.store.release_job(job.id, worker).await,
             Ok(summary) if summary.status == RunStatus::Failed => {
                 let error = summary.error.clone().unwrap_or_default();
-                self.store.fail_job(job.id, &self.worker.0, &error, None).await?;
+                self.store.fail_job(job.id, worker, &error, None).await.map(|_| ())
             }
-            Ok(_) => self.store.complete_job(job.id, &self.worker.0).await?,
-            Err(error) => {
-                self.store.fail_job(job.id, &self.worker.0, &error.to_string(), None).await?;
+            Ok(_) => self.store.complete_job(job.id, worker).await,
+            Err(error) => self.store.fail_job(job.id, worker, &error.to_string(), None).await.map(|_| ()),
+        };
+        match settled {
+            Ok(()) => {}
+            // Another worker reclaimed the job (our lease ran out, e.g. the machine stalled).
+            // The run's pages are committed either way; the other holder resumes from the
+            // checkpoint, so this is worth a warning, not a failure of this run.
+            Err(StoreError::LeaseLost { .. }) => {
+                tracing::warn!(flow = %ctx.flow.name, job_id = job.id, "The job was reclaimed by another worker before this run ended.");
             }
+            Err(error) => return Err(error.into()),
         }
         result
     }

@@ -144,17 +144,32 @@ async fn run_pages(
             return Err((error.into(), counts, pages));
         }
     }
+    // The next page is read while the current one is processed: reading (file parsing, API
+    // calls) and writing (target calls, the store commit) then overlap. The read-ahead only
+    // depends on the checkpoint the current page ends at, never on what processing stores.
+    let mut read_ahead: Option<ReadAhead> = None;
     loop {
         if shutdown.is_requested() {
             return Ok((counts, pages, true));
         }
-        let page = match read_page_with_retry(ctx, &checkpoint, shutdown).await {
+        let read = match read_ahead.take() {
+            Some(ahead) => ahead.finish().await,
+            None => read_page_with_retry(ctx.clone(), checkpoint.clone(), shutdown.clone()).await,
+        };
+        let page = match read {
             Ok(Some(page)) => page,
             Ok(None) => return Ok((counts, pages, true)),
             Err(error) => return Err((error, counts, pages)),
         };
         let done = page.done;
         let next_checkpoint = page.checkpoint.clone();
+        if !done {
+            read_ahead = Some(ReadAhead(tokio::spawn(read_page_with_retry(
+                ctx.clone(),
+                next_checkpoint.clone(),
+                shutdown.clone(),
+            ))));
+        }
         let processed = process_page(
             ctx,
             run_id,
@@ -180,6 +195,26 @@ async fn run_pages(
     }
 }
 
+/// A page being read in the background; dropping it (an error or shutdown ended the run)
+/// stops the read.
+struct ReadAhead(tokio::task::JoinHandle<Result<Option<SourcePage>, EngineError>>);
+
+impl ReadAhead {
+    async fn finish(mut self) -> Result<Option<SourcePage>, EngineError> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(EngineError::Stopped { flow: String::new(), reason: format!("reading ahead: {error}") }),
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn add_counts(total: &mut RunCounts, page: &RunCounts) {
     total.read += page.read;
     total.created += page.created;
@@ -191,12 +226,12 @@ fn add_counts(total: &mut RunCounts, page: &RunCounts) {
 }
 
 async fn read_page_with_retry(
-    ctx: &FlowContext,
-    checkpoint: &Checkpoint,
-    shutdown: &Shutdown,
+    ctx: FlowContext,
+    checkpoint: Checkpoint,
+    shutdown: Shutdown,
 ) -> Result<Option<SourcePage>, EngineError> {
     let flow = &ctx.flow;
-    let request = ReadRequest { entity: flow.entity, checkpoint, page_size: flow.page_size };
+    let request = ReadRequest { entity: flow.entity, checkpoint: &checkpoint, page_size: flow.page_size };
     let mut attempt = 0;
     loop {
         match ctx.source.read_page(&request).await {

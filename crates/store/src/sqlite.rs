@@ -32,13 +32,15 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Connections of the read pool. Reads in WAL mode run in parallel with the writer.
-const READ_CONNECTIONS: u32 = 4;
+/// Connections of the read pool. Reads in WAL mode run in parallel with the writer; a flow
+/// runs one lookup at a time, so two are enough, and each costs its page cache in memory.
+const READ_CONNECTIONS: u32 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache per connection, in KiB (negative: a size, not a page count). SQLite's default of
-/// 2 MiB makes every link lookup of a large catalog a system call; 32 MiB keeps the indexes of
-/// about a hundred thousand records in memory.
-const CACHE_SIZE: &str = "-32768";
+/// 2 MiB makes every link lookup of a large catalog a system call; 16 MiB keeps the hot part of
+/// the link indexes in memory while bounding the store's share of resident memory (three
+/// connections: 48 MiB at most) whatever the catalog size.
+const CACHE_SIZE: &str = "-16384";
 
 pub struct SqliteStore {
     /// Exactly one connection: SQLite has one writer at a time.
