@@ -1,0 +1,1 @@
+//! Odoo JSON-RPC simulator (being written).
