@@ -1,6 +1,7 @@
 //! The `erpsync` command: validate, migrate, sync, status, failures, trace, serve, demo.
 
 mod demo;
+mod mapping;
 mod output;
 
 use anyhow::{Context, Result, bail};
@@ -74,6 +75,11 @@ enum Command {
     },
     /// Run flows on their schedules until stopped (Ctrl-C or SIGTERM finish the current page).
     Serve,
+    /// Try and test flows' mappings without touching any system.
+    Mapping {
+        #[command(subcommand)]
+        action: MappingCommand,
+    },
     /// List the connectors this build knows.
     Connectors,
     /// Write a demo setup (sample ERP export, configuration) to a folder and sync it.
@@ -85,6 +91,15 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         products: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum MappingCommand {
+    /// Run the test cases of a file (`[[tests]]` with flow, input and expected output, error
+    /// or skip) against the flows' mappings.
+    Test { file: PathBuf },
+    /// Print what a flow's mapping makes of one record (a JSON file, or `-` for standard input).
+    Eval { flow: String, record: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +178,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     let config = load_config(&cli.config)?;
+    if let Command::Mapping { action } = &cli.command {
+        return mapping::run(&config, action);
+    }
     if matches!(cli.command, Command::Validate) {
         println!(
             "{}: configuration is valid ({} systems, {} flows)",
@@ -178,7 +196,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
 
     match cli.command {
-        Command::Validate | Command::Connectors | Command::Demo { .. } => unreachable!("handled above"),
+        Command::Validate | Command::Connectors | Command::Demo { .. } | Command::Mapping { .. } => {
+            unreachable!("handled above")
+        }
         Command::Migrate => {
             engine.store().migrate().await?;
             println!("store schema is at version {}", engine.store().schema_version().await?);

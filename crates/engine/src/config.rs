@@ -5,6 +5,7 @@
 
 use croner::Cron;
 use erpsync_connectors::SystemConfig;
+use erpsync_mapping::{CompileContext, LookupSpec, LookupTable, Lookups, Mapping, MappingSpec};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -25,6 +26,8 @@ pub struct Config {
     pub engine: EngineSettings,
     pub systems: BTreeMap<String, SystemConfig>,
     pub flows: BTreeMap<String, FlowConfig>,
+    /// Lookup tables from `[lookups.<name>]`, shared by every flow's mapping.
+    pub lookups: Lookups,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,6 +65,8 @@ pub struct FlowConfig {
     pub page_size: usize,
     pub retry: RetryPolicy,
     pub enabled: bool,
+    /// Compiled `[flows.<name>.mapping]`; the identity when the flow has none.
+    pub mapping: Mapping,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +106,8 @@ struct RawFlow {
     retry: RetryPolicy,
     #[serde(default = "default_true")]
     enabled: bool,
+    #[serde(default)]
+    mapping: Option<MappingSpec>,
 }
 
 fn default_page_size() -> usize {
@@ -210,6 +217,8 @@ impl Config {
         let mut flows = BTreeMap::new();
         let mut system_spans = BTreeMap::new();
         let mut raw_flows: Vec<(String, usize, Spanned<DeValue>)> = Vec::new();
+        let mut lookups = Lookups::new();
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
         for (key, value) in root.iter() {
             let offset = key.span().start;
@@ -267,10 +276,53 @@ impl Config {
                         raw_flows.push((name.get_ref().to_string(), name.span().start, flow.clone()));
                     }
                 }
+                "lookups" => {
+                    let Some(table) = value.get_ref().as_table() else {
+                        problems.push(value.span().start, "lookups", "expected a table of lookups: [lookups.<name>]");
+                        continue;
+                    };
+                    for (name, lookup) in table.iter() {
+                        let field = format!("lookups.{}", name.get_ref());
+                        let at = lookup.span().start;
+                        let Some(spec) = deserialize_item::<LookupSpec>(&mut problems, lookup, &field) else {
+                            continue;
+                        };
+                        if let Err(spec_problems) = spec.validate() {
+                            for problem in spec_problems {
+                                problems.push(at, format!("{field}.{}", problem.field), problem.message);
+                            }
+                            continue;
+                        }
+                        let file_text = match &spec.file {
+                            None => None,
+                            Some(file) => match std::fs::read_to_string(base_dir.join(file)) {
+                                Ok(text) => Some(text),
+                                Err(error) => {
+                                    problems.push(
+                                        at,
+                                        format!("{field}.file"),
+                                        format!("cannot read {}: {error}", base_dir.join(file).display()),
+                                    );
+                                    continue;
+                                }
+                            },
+                        };
+                        match LookupTable::from_spec(name.get_ref(), &spec, file_text.as_deref()) {
+                            Ok(table) => lookups.insert(table),
+                            Err(errors) => {
+                                for error in errors {
+                                    problems.push(at, field.clone(), error.to_string());
+                                }
+                            }
+                        }
+                    }
+                }
                 other => problems.push(
                     offset,
                     other,
-                    format!("unknown section `{other}`, expected one of `store`, `engine`, `systems`, `flows`"),
+                    format!(
+                        "unknown section `{other}`, expected one of `store`, `engine`, `systems`, `flows`, `lookups`"
+                    ),
                 ),
             }
         }
@@ -350,6 +402,49 @@ impl Config {
             if raw.retry.max_attempts == 0 {
                 problems.push(value_offset("retry"), format!("{field}.retry.max_attempts"), "must be at least 1");
             }
+            let mut mapping = Mapping::identity();
+            if let (Some(spec), Some(entity)) = (&raw.mapping, entity) {
+                let mapping_table = table.and_then(|table| table.get("mapping"));
+                let mapping_offset = mapping_table.map(|value| value.span().start).unwrap_or(offset);
+                let setting_offset = |setting: &str| -> usize {
+                    let inner = mapping_table.and_then(|value| value.get_ref().as_table());
+                    let found = match setting.strip_prefix("fields.") {
+                        Some(key) => inner
+                            .and_then(|inner| inner.get("fields"))
+                            .and_then(|fields| fields.get_ref().as_table())
+                            .and_then(|fields| fields.get(key.trim_matches('"'))),
+                        None => inner.and_then(|inner| inner.get(setting)),
+                    };
+                    found.map(|value| value.span().start).unwrap_or(mapping_offset)
+                };
+                if let Err(spec_problems) = spec.validate() {
+                    for problem in spec_problems {
+                        problems.push(
+                            setting_offset(&problem.field),
+                            format!("{field}.mapping.{}", problem.field),
+                            problem.message,
+                        );
+                    }
+                } else {
+                    let context = CompileContext::new(path, name.clone(), entity);
+                    match Mapping::compile(spec, &lookups, &context) {
+                        Ok(compiled) => mapping = compiled,
+                        Err(errors) => {
+                            for error in errors {
+                                let inside = error
+                                    .position
+                                    .map(|position| format!(" (in the expression at {position})"))
+                                    .unwrap_or_default();
+                                problems.push(
+                                    setting_offset(&error.field),
+                                    format!("{field}.mapping.{}", error.field),
+                                    format!("{}{inside}", error.problem),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
             if let Some(entity) = entity {
                 flows.insert(
                     name.clone(),
@@ -362,6 +457,7 @@ impl Config {
                         page_size: raw.page_size,
                         retry: raw.retry,
                         enabled: raw.enabled,
+                        mapping,
                     },
                 );
             }
@@ -372,11 +468,10 @@ impl Config {
             return Err(ConfigErrors(problems.list));
         }
         // Relative paths in the file are relative to the file, not to where erpsync runs.
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for system in systems.values_mut() {
             system.resolve_paths(&base_dir);
         }
-        Ok(Config { source: path.to_path_buf(), store, engine, systems, flows })
+        Ok(Config { source: path.to_path_buf(), store, engine, systems, flows, lookups })
     }
 
     /// The folder relative paths in the configuration are resolved against.

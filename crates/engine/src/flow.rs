@@ -9,6 +9,7 @@ use chrono::Utc;
 use erpsync_connectors::{
     ConnectorError, ReadRequest, Sink, Source, SourcePage, SourceRecord, WriteBatch, WriteItem, WriteOutcome,
 };
+use erpsync_mapping::{Applied, Mapping, RecordMappingError};
 use erpsync_model::{Checkpoint, ContentHash, Record, envelope};
 use erpsync_store::{
     LinkQuery, LinkQueryItem, NewDeadLetter, NewRun, PageCommit, RecordAction, RecordOutcome, RecordUid, RunCounts,
@@ -257,7 +258,16 @@ struct Candidate {
     origin: Option<String>,
     origin_key: Option<String>,
     record: Record,
+    /// The record before mapping, when the flow maps: what a dead letter keeps.
+    original: Option<Record>,
     hash: ContentHash,
+}
+
+impl Candidate {
+    /// What a dead letter of this record keeps: the record as the source gave it.
+    fn dead_letter_payload(&self) -> serde_json::Value {
+        envelope::to_value(self.original.as_ref().unwrap_or(&self.record))
+    }
 }
 
 /// Processes one page and commits it. `checkpoint_after` is stored with the page (`None` for
@@ -276,10 +286,12 @@ pub(crate) async fn process_page(
     let mut candidates: Vec<Candidate> = Vec::with_capacity(records.len());
     let mut first_in_page: HashMap<String, Option<String>> = HashMap::with_capacity(records.len());
 
-    for (index, source_record) in records.into_iter().enumerate() {
+    // Mapping evaluates JSONata with a time limit per expression: off the async threads.
+    let (records, mapped) = map_page(&flow.mapping, records).await?;
+    for ((index, source_record), applied) in records.into_iter().enumerate().zip(mapped) {
         let SourceRecord { source_id, origin, origin_group, content } = source_record;
         let where_ = origin.clone().unwrap_or_else(|| source_id.clone());
-        let record = match content {
+        let source_record = match content {
             Ok(record) => record,
             Err(problem) => {
                 outcomes[index] = Some(failed(
@@ -290,6 +302,38 @@ pub(crate) async fn process_page(
                     &problem.kind,
                     format!("{where_}: {}", problem.message),
                     serde_json::json!({ "raw": problem.raw }),
+                ));
+                continue;
+            }
+        };
+        // Dead letters keep the record as the source gave it, so a retry maps it again.
+        let (record, original) = match applied {
+            None => (source_record, None),
+            Some(Ok(Applied::Mapped(mapped))) => (mapped, Some(source_record)),
+            Some(Ok(Applied::Skipped { reason })) => {
+                outcomes[index] = Some(RecordOutcome {
+                    record_uid: None,
+                    source_id,
+                    natural_key: source_record.natural_key(),
+                    target_id: None,
+                    action: RecordAction::Skipped,
+                    target_hash: None,
+                    origin: None,
+                    message: Some(reason),
+                    dead_letter: None,
+                    log: false,
+                });
+                continue;
+            }
+            Some(Err(error)) => {
+                outcomes[index] = Some(failed(
+                    None,
+                    &source_id,
+                    source_record.natural_key(),
+                    origin,
+                    "mapping",
+                    format!("{where_}: mapping of flow {:?}: {error}", flow.name),
+                    envelope::to_value(&source_record),
                 ));
                 continue;
             }
@@ -307,7 +351,7 @@ pub(crate) async fn process_page(
                     flow.name,
                     flow.entity
                 ),
-                envelope::to_value(&record),
+                envelope::to_value(original.as_ref().unwrap_or(&record)),
             ));
             continue;
         }
@@ -319,7 +363,7 @@ pub(crate) async fn process_page(
                 origin,
                 "validation",
                 format!("{where_}: {errors}"),
-                envelope::to_value(&record),
+                envelope::to_value(original.as_ref().unwrap_or(&record)),
             ));
             continue;
         }
@@ -331,7 +375,7 @@ pub(crate) async fn process_page(
                 origin,
                 "validation",
                 format!("{where_}: the record has no natural key"),
-                envelope::to_value(&record),
+                envelope::to_value(original.as_ref().unwrap_or(&record)),
             ));
             continue;
         };
@@ -344,7 +388,7 @@ pub(crate) async fn process_page(
                 origin,
                 "duplicate",
                 format!("{where_}: duplicate of {first}: {source_id:?} appears twice in one page; the first was kept"),
-                envelope::to_value(&record),
+                envelope::to_value(original.as_ref().unwrap_or(&record)),
             ));
             continue;
         }
@@ -354,7 +398,7 @@ pub(crate) async fn process_page(
             _ => None,
         };
         let hash = record.content_hash();
-        candidates.push(Candidate { index, source_id, natural_key, origin, origin_key, record, hash });
+        candidates.push(Candidate { index, source_id, natural_key, origin, origin_key, record, original, hash });
     }
 
     let states = if candidates.is_empty() {
@@ -394,7 +438,7 @@ pub(crate) async fn process_page(
                         "{where_}: duplicate of {first}: {:?} appears twice in one file; the first was kept",
                         candidate.source_id
                     ),
-                    envelope::to_value(&candidate.record),
+                    candidate.dead_letter_payload(),
                 ));
                 continue;
             }
@@ -466,6 +510,30 @@ pub(crate) async fn process_page(
         })
         .await?;
     Ok(counts)
+}
+
+type MappedPage = (Vec<SourceRecord>, Vec<Option<Result<Applied, RecordMappingError>>>);
+
+/// Applies the flow's mapping to every readable record of a page, on a blocking thread.
+/// `None` per record when there is nothing to map (identity mapping, or an unreadable record).
+async fn map_page(mapping: &Mapping, records: Vec<SourceRecord>) -> Result<MappedPage, EngineError> {
+    if mapping.is_identity() {
+        let none = records.iter().map(|_| None).collect();
+        return Ok((records, none));
+    }
+    let mapping = mapping.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let mapped =
+            records.iter().map(|record| record.content.as_ref().ok().map(|record| mapping.apply(record))).collect();
+        (records, mapped)
+    });
+    match task.await {
+        Ok(result) => Ok(result),
+        // The mapping crate contains panics of the expression engine itself; anything else is
+        // a bug worth its backtrace.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(EngineError::Stopped { flow: String::new(), reason: format!("mapping task: {error}") }),
+    }
 }
 
 /// Writes the records in batches the sink accepts, retrying transient failures with backoff,
@@ -557,6 +625,7 @@ async fn write_all(
                     }
                     WriteOutcome::Failed(error) => {
                         let where_ = candidate.origin.clone().unwrap_or_else(|| candidate.source_id.clone());
+                        let payload = candidate.dead_letter_payload();
                         outcomes[candidate.index] = Some(failed(
                             record_uid,
                             &candidate.source_id,
@@ -564,7 +633,7 @@ async fn write_all(
                             candidate.origin,
                             error.kind.as_str(),
                             format!("{where_}: {error}"),
-                            envelope::to_value(&candidate.record),
+                            payload,
                         ));
                     }
                 }
