@@ -121,6 +121,17 @@ impl Engine {
         })
     }
 
+    /// Uses `source` for `system` instead of building it from the configuration: for embedding
+    /// erpsync with a connector of one's own, and for tests with scripted connectors.
+    pub fn use_source(&self, system: &str, source: Arc<dyn Source>) {
+        self.sources.lock().expect("connector cache lock is never poisoned").insert(system.to_string(), source);
+    }
+
+    /// Uses `sink` for `system` instead of building it from the configuration.
+    pub fn use_sink(&self, system: &str, sink: Arc<dyn Sink>) {
+        self.sinks.lock().expect("connector cache lock is never poisoned").insert(system.to_string(), sink);
+    }
+
     /// Builds (once) the connectors a flow needs.
     pub fn flow_context(&self, name: &str) -> Result<FlowContext, EngineError> {
         let flow = self.flow_config(name)?.clone();
