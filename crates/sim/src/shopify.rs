@@ -1,1 +1,0 @@
-//! Shopify Admin GraphQL simulator (being written).
