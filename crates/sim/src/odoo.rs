@@ -1,1 +1,0 @@
-//! Odoo JSON-RPC simulator (being written).

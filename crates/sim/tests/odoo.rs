@@ -1,0 +1,763 @@
+//! The Odoo simulator checked over HTTP against Odoo's documented behaviour: authentication,
+//! domains, `write_date` boundaries, batch creates, x2many commands, error shapes of both
+//! protocols, the sales workflow, the invoice PDF, seeding and fault injection.
+
+use std::time::Duration;
+
+use erpsync_sim::odoo::{OdooSim, OdooSimConfig, RunningOdooSim, SeedConfig};
+use serde_json::{Value, json};
+
+const DB: &str = "odoo";
+const PASSWORD: &str = "admin";
+
+async fn start() -> RunningOdooSim {
+    OdooSim::start(OdooSimConfig::default()).await.expect("simulator starts")
+}
+
+async fn start_seeded() -> RunningOdooSim {
+    let config = OdooSimConfig { seed: Some(SeedConfig::default()), ..OdooSimConfig::default() };
+    OdooSim::start(config).await.expect("simulator starts")
+}
+
+/// An HTTP client; the workspace builds reqwest without a TLS crypto provider, so one is
+/// installed first (plain HTTP never uses it, but the client refuses to build without one).
+fn client() -> reqwest::Client {
+    client_builder().build().expect("client")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+fn api_key() -> String {
+    OdooSimConfig::default().api_key
+}
+
+/// Posts a JSON-RPC call and returns the whole envelope.
+async fn rpc(sim: &RunningOdooSim, service: &str, method: &str, args: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": "call", "params": {"service": service, "method": method, "args": args}, "id": 7});
+    let response = client().post(format!("{}/jsonrpc", sim.base_url())).json(&body).send().await.expect("request");
+    assert_eq!(response.status(), 200, "JSON-RPC always answers HTTP 200");
+    response.json().await.expect("json body")
+}
+
+/// `execute_kw`, returning the envelope.
+async fn execute_kw(sim: &RunningOdooSim, model: &str, method: &str, args: Value, kwargs: Value) -> Value {
+    rpc(sim, "object", "execute_kw", json!([DB, 2, PASSWORD, model, method, args, kwargs])).await
+}
+
+/// `execute_kw` that must succeed, returning `result`.
+async fn call(sim: &RunningOdooSim, model: &str, method: &str, args: Value, kwargs: Value) -> Value {
+    let envelope = execute_kw(sim, model, method, args, kwargs).await;
+    assert!(envelope.get("error").is_none(), "unexpected error: {envelope}");
+    envelope["result"].clone()
+}
+
+async fn json2(sim: &RunningOdooSim, model: &str, method: &str, body: Value) -> (u16, Value) {
+    let response = client()
+        .post(format!("{}/json/2/{model}/{method}", sim.base_url()))
+        .header("Authorization", format!("bearer {}", api_key()))
+        .header("X-Odoo-Database", DB)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json body"))
+}
+
+async fn control(sim: &RunningOdooSim, path: &str, body: Value) -> Value {
+    let response = client().post(format!("{}/_sim/{path}", sim.base_url())).json(&body).send().await.expect("request");
+    assert_eq!(response.status(), 200, "control call {path}");
+    response.json().await.expect("json body")
+}
+
+fn ids(value: &Value) -> Vec<i64> {
+    value.as_array().expect("array").iter().map(|item| item["id"].as_i64().expect("id")).collect()
+}
+
+#[tokio::test]
+async fn authenticate_returns_uid_or_false() {
+    let sim = start().await;
+    assert_eq!(rpc(&sim, "common", "authenticate", json!([DB, "admin", PASSWORD, {}])).await["result"], json!(2));
+    // An API key stands in for the password.
+    assert_eq!(rpc(&sim, "common", "authenticate", json!([DB, "admin", api_key(), {}])).await["result"], json!(2));
+    assert_eq!(rpc(&sim, "common", "authenticate", json!([DB, "admin", "wrong", {}])).await["result"], json!(false));
+    let version = rpc(&sim, "common", "version", json!([])).await;
+    assert_eq!(version["result"]["protocol_version"], json!(1));
+    // A wrong password on execute_kw raises AccessDenied inside an HTTP 200 envelope.
+    let denied = rpc(&sim, "object", "execute_kw", json!([DB, 2, "wrong", "res.partner", "search", [[]], {}])).await;
+    assert_eq!(denied["error"]["code"], json!(200));
+    assert_eq!(denied["error"]["message"], json!("Odoo Server Error"));
+    assert_eq!(denied["error"]["data"]["name"], json!("odoo.exceptions.AccessDenied"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_with_a_list_returns_ids_and_a_dict_returns_one_id() {
+    let sim = start().await;
+    let created =
+        call(&sim, "res.partner", "create", json!([[{"name": "A"}, {"name": "B"}, {"name": "C"}]]), json!({})).await;
+    let created: Vec<i64> = created.as_array().expect("list").iter().filter_map(Value::as_i64).collect();
+    assert_eq!(created.len(), 3);
+    assert!(created.windows(2).all(|pair| pair[1] == pair[0] + 1));
+    let single = call(&sim, "res.partner", "create", json!([{"name": "D"}]), json!({})).await;
+    assert!(single.is_i64(), "a single dict gives a single id: {single}");
+    let read = call(&sim, "res.partner", "read", json!([created, ["name", "type", "parent_id"]]), json!({})).await;
+    assert_eq!(read[0]["name"], json!("A"));
+    assert_eq!(read[0]["type"], json!("contact"));
+    assert_eq!(read[0]["parent_id"], json!(false));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn search_read_with_prefix_operators() {
+    let sim = start().await;
+    let vals = json!([[
+        {"name": "Alice", "email": "alice@example.com", "city": "Berlin", "customer_rank": 1},
+        {"name": "Bob", "email": "bob@example.com", "city": "Paris", "customer_rank": 1},
+        {"name": "Carol", "email": "carol@shop.test", "city": "Berlin", "customer_rank": 0},
+        {"name": "Dave", "city": "Rome", "customer_rank": 2},
+    ]]);
+    call(&sim, "res.partner", "create", vals, json!({})).await;
+    let names = |rows: &Value| -> Vec<String> {
+        rows.as_array().expect("rows").iter().map(|row| row["name"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    // `|` of two terms, implicitly `&`-ed with a third.
+    let rows = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([["|", ["city", "=", "Berlin"], ["city", "=", "Paris"], ["customer_rank", ">", 0]]]),
+        json!({"fields": ["name"], "order": "name asc"}),
+    )
+    .await;
+    assert_eq!(names(&rows), vec!["Alice", "Bob"]);
+    // Explicit `&` nested in `|`, and `!`.
+    let rows = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([["|", "&", ["city", "=", "Berlin"], ["email", "ilike", "SHOP"], "!", ["customer_rank", "<=", 1]]]),
+        json!({"fields": ["name"], "order": "name asc"}),
+    )
+    .await;
+    assert_eq!(names(&rows), vec!["Carol", "Dave"]);
+    // `in`, `=like`, unset values, and `!=` that includes unset rows.
+    let rows = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([[["email", "=", false], ["name", "in", ["Dave", "Bob"]]]]),
+        json!({"fields": ["name"]}),
+    )
+    .await;
+    assert_eq!(names(&rows), vec!["Dave"]);
+    let rows = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([[["email", "=like", "%@example.com"]]]),
+        json!({"fields": ["name"], "order": "name desc"}),
+    )
+    .await;
+    assert_eq!(names(&rows), vec!["Bob", "Alice"]);
+    let count = call(
+        &sim,
+        "res.partner",
+        "search_count",
+        json!([[["city", "!=", "Berlin"], ["customer_rank", ">=", 0], ["is_company", "=", false]]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(count, json!(2));
+    // Pagination with offset and limit on a stable order.
+    let page = call(
+        &sim,
+        "res.partner",
+        "search",
+        json!([[["customer_rank", ">=", 0], ["is_company", "=", false]]]),
+        json!({"offset": 1, "limit": 2, "order": "name asc"}),
+    )
+    .await;
+    let page_names = call(&sim, "res.partner", "read", json!([page, ["name"]]), json!({})).await;
+    assert_eq!(names(&page_names), vec!["Bob", "Carol"]);
+    // A bad domain is a ValueError.
+    let bad = execute_kw(&sim, "res.partner", "search", json!([["|", ["name", "=", "x"]]]), json!({})).await;
+    assert_eq!(bad["error"]["data"]["name"], json!("builtins.ValueError"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn dotted_paths_follow_many2one() {
+    let sim = start().await;
+    let partner =
+        call(&sim, "res.partner", "create", json!([{"name": "Eve", "email": "eve@example.com"}]), json!({})).await;
+    let product = call(
+        &sim,
+        "product.product",
+        "create",
+        json!([{"name": "Widget", "default_code": "W-1", "list_price": 10.0}]),
+        json!({}),
+    )
+    .await;
+    let order = call(&sim, "sale.order", "create", json!([{"partner_id": partner, "client_order_ref": "#42", "order_line": [[0, 0, {"product_id": product, "product_uom_qty": 2}]]}]), json!({})).await;
+    let found =
+        call(&sim, "sale.order", "search", json!([[["partner_id.email", "=", "eve@example.com"]]]), json!({})).await;
+    assert_eq!(found, json!([order]));
+    let found = call(&sim, "sale.order", "search", json!([[["client_order_ref", "=", "#42"]]]), json!({})).await;
+    assert_eq!(found, json!([order]));
+    let lines = call(
+        &sim,
+        "sale.order.line",
+        "search_read",
+        json!([[["order_id.client_order_ref", "=", "#42"]]]),
+        json!({"fields": ["product_id", "price_unit", "price_subtotal", "tax_id"]}),
+    )
+    .await;
+    assert_eq!(lines[0]["product_id"], json!([product, "[W-1] Widget"]));
+    assert_eq!(lines[0]["price_unit"], json!(10.0));
+    assert_eq!(lines[0]["price_subtotal"], json!(20.0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn write_date_greater_is_strict_and_ties_share_a_second() {
+    let sim = start().await;
+    control(&sim, "clock", json!({"frozen": "2024-05-01 10:00:00"})).await;
+    let created = call(
+        &sim,
+        "res.partner",
+        "create",
+        json!([[{"name": "P1"}, {"name": "P2"}, {"name": "P3"}, {"name": "P4"}]]),
+        json!({}),
+    )
+    .await;
+    let created: Vec<i64> = created.as_array().expect("ids").iter().filter_map(Value::as_i64).collect();
+    // Three records modified within the same second: a boundary tie.
+    let touched = control(
+        &sim,
+        "touch",
+        json!({"model": "res.partner", "ids": &created[..3], "write_date": "2024-05-01 10:00:05"}),
+    )
+    .await;
+    assert_eq!(touched["write_date"], json!("2024-05-01 10:00:05"));
+    let rows = call(&sim, "res.partner", "read", json!([created, ["write_date", "create_date"]]), json!({})).await;
+    assert_eq!(rows[3]["write_date"], json!("2024-05-01 10:00:00"), "naive UTC, second precision");
+    let strictly_after = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([[["write_date", ">", "2024-05-01 10:00:05"], ["id", "in", created]]]),
+        json!({"fields": ["id"], "order": "write_date asc, id asc"}),
+    )
+    .await;
+    assert_eq!(ids(&strictly_after), Vec::<i64>::new(), "`>` misses records in the boundary second");
+    let from_boundary = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([[["write_date", ">=", "2024-05-01 10:00:05"], ["id", "in", created]]]),
+        json!({"fields": ["id", "write_date"], "order": "write_date asc, id asc"}),
+    )
+    .await;
+    assert_eq!(ids(&from_boundary), created[..3].to_vec());
+    // A write moves write_date to the (frozen) clock, after advancing it.
+    control(&sim, "clock", json!({"advance_seconds": 60})).await;
+    call(&sim, "res.partner", "write", json!([[created[3]], {"phone": "+1"}]), json!({})).await;
+    let after = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([[["write_date", ">", "2024-05-01 10:00:05"], ["id", "in", created]]]),
+        json!({"fields": ["write_date"]}),
+    )
+    .await;
+    assert_eq!(ids(&after), vec![created[3]]);
+    assert_eq!(after[0]["write_date"], json!("2024-05-01 10:01:00"));
+    sim.shutdown().await;
+}
+
+async fn read_partner(sim: &RunningOdooSim, partner: &Value) -> Value {
+    call(sim, "res.partner", "read", json!([[partner], ["category_id", "child_ids"]]), json!({})).await[0].clone()
+}
+
+#[tokio::test]
+async fn x2many_commands() {
+    let sim = start().await;
+    let tags = call(
+        &sim,
+        "res.partner.category",
+        "create",
+        json!([[{"name": "Retail"}, {"name": "Wholesale"}, {"name": "VIP"}]]),
+        json!({}),
+    )
+    .await;
+    let tags: Vec<i64> = tags.as_array().expect("ids").iter().filter_map(Value::as_i64).collect();
+    let partner = call(
+        &sim,
+        "res.partner",
+        "create",
+        json!([{"name": "Frank", "category_id": [[6, 0, [tags[0], tags[1]]]]}]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(read_partner(&sim, &partner).await["category_id"], json!([tags[0], tags[1]]));
+    call(&sim, "res.partner", "write", json!([[partner], {"category_id": [[3, tags[0]], [4, tags[2]]]}]), json!({}))
+        .await;
+    assert_eq!(read_partner(&sim, &partner).await["category_id"], json!([tags[1], tags[2]]));
+    call(&sim, "res.partner", "write", json!([[partner], {"category_id": [[5]]}]), json!({})).await;
+    assert_eq!(read_partner(&sim, &partner).await["category_id"], json!([]));
+    // (0,0,vals) creates a child on a one2many, (1,id,vals) updates it, (2,id) deletes it.
+    call(&sim, "res.partner", "write", json!([[partner], {"child_ids": [[0, 0, {"type": "delivery", "city": "Lyon"}], [0, 0, {"type": "invoice", "name": "Billing"}]]}]), json!({})).await;
+    let children = read_partner(&sim, &partner).await["child_ids"].clone();
+    let children: Vec<i64> = children.as_array().expect("ids").iter().filter_map(Value::as_i64).collect();
+    assert_eq!(children.len(), 2);
+    call(
+        &sim,
+        "res.partner",
+        "write",
+        json!([[partner], {"child_ids": [[1, children[0], {"city": "Marseille"}], [2, children[1]]]}]),
+        json!({}),
+    )
+    .await;
+    let rows = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([[["parent_id", "=", partner]]]),
+        json!({"fields": ["city", "display_name", "type"]}),
+    )
+    .await;
+    assert_eq!(rows.as_array().expect("rows").len(), 1);
+    assert_eq!(rows[0]["city"], json!("Marseille"));
+    assert_eq!(rows[0]["display_name"], json!("Frank, Delivery Address"));
+    // Sales order lines: create with the order, then update and delete through the order.
+    let product =
+        call(&sim, "product.product", "create", json!([{"name": "Thing", "list_price": 5.0}]), json!({})).await;
+    let order = call(&sim, "sale.order", "create", json!([{"partner_id": partner, "order_line": [[0, 0, {"product_id": product, "product_uom_qty": 1, "price_unit": 100.0, "tax_id": [[6, 0, [1]]]}], [0, 0, {"product_id": product, "product_uom_qty": 3}]]}]), json!({})).await;
+    let order_row = call(
+        &sim,
+        "sale.order",
+        "read",
+        json!([[order], ["order_line", "amount_untaxed", "amount_tax", "amount_total", "partner_shipping_id", "name"]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(order_row[0]["amount_untaxed"], json!(115.0));
+    assert_eq!(order_row[0]["amount_tax"], json!(15.0));
+    assert_eq!(order_row[0]["amount_total"], json!(130.0));
+    assert_eq!(
+        order_row[0]["partner_shipping_id"][0],
+        json!(children[0]),
+        "the delivery child is the shipping address"
+    );
+    let lines: Vec<i64> =
+        order_row[0]["order_line"].as_array().expect("lines").iter().filter_map(Value::as_i64).collect();
+    call(
+        &sim,
+        "sale.order",
+        "write",
+        json!([[order], {"order_line": [[1, lines[0], {"discount": 50.0}], [2, lines[1]]]}]),
+        json!({}),
+    )
+    .await;
+    let order_row = call(&sim, "sale.order", "read", json!([[order], ["order_line", "amount_total"]]), json!({})).await;
+    assert_eq!(order_row[0]["order_line"], json!([lines[0]]));
+    assert_eq!(order_row[0]["amount_total"], json!(57.5));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn jsonrpc_error_shapes() {
+    let sim = start().await;
+    let unknown_field =
+        execute_kw(&sim, "res.partner", "create", json!([{"name": "X", "nickname": "x"}]), json!({})).await;
+    assert_eq!(unknown_field["jsonrpc"], json!("2.0"));
+    assert_eq!(unknown_field["id"], json!(7));
+    let data = &unknown_field["error"]["data"];
+    assert_eq!(data["name"], json!("builtins.ValueError"));
+    assert_eq!(data["message"], json!("Invalid field 'nickname' on model 'res.partner'"));
+    assert_eq!(data["arguments"], json!(["Invalid field 'nickname' on model 'res.partner'"]));
+    assert!(data["debug"].as_str().is_some_and(|debug| debug.starts_with("Traceback")));
+    assert_eq!(data["context"], json!({}));
+    let unknown_model = execute_kw(&sim, "x.nothing", "search", json!([[]]), json!({})).await;
+    assert_eq!(unknown_model["error"]["data"]["name"], json!("odoo.exceptions.UserError"));
+    assert_eq!(unknown_model["error"]["data"]["message"], json!("Object x.nothing doesn't exist"));
+    let selection =
+        execute_kw(&sim, "res.partner", "create", json!([{"name": "X", "type": "billing"}]), json!({})).await;
+    assert_eq!(selection["error"]["data"]["message"], json!("Wrong value for res.partner.type: 'billing'"));
+    let required = execute_kw(&sim, "product.template", "create", json!([{"list_price": 3.0}]), json!({})).await;
+    assert_eq!(required["error"]["data"]["name"], json!("odoo.exceptions.ValidationError"));
+    assert!(
+        required["error"]["data"]["message"].as_str().is_some_and(|message| message.contains("Field: Name (name)"))
+    );
+    let missing = execute_kw(&sim, "res.partner", "read", json!([[9999], ["name"]]), json!({})).await;
+    assert_eq!(missing["error"]["data"]["name"], json!("odoo.exceptions.MissingError"));
+    let missing_link = execute_kw(&sim, "sale.order", "create", json!([{"partner_id": 9999}]), json!({})).await;
+    assert_eq!(missing_link["error"]["data"]["name"], json!("odoo.exceptions.MissingError"));
+    let private = execute_kw(&sim, "res.partner", "_compute_display_name", json!([[1]]), json!({})).await;
+    assert_eq!(private["error"]["data"]["name"], json!("odoo.exceptions.AccessError"));
+    let no_method = execute_kw(&sim, "res.partner", "frobnicate", json!([[1]]), json!({})).await;
+    assert_eq!(no_method["error"]["data"]["name"], json!("builtins.AttributeError"));
+    let bad_kwarg = execute_kw(&sim, "res.partner", "search_read", json!([[]]), json!({"fieldz": ["name"]})).await;
+    assert_eq!(bad_kwarg["error"]["data"]["name"], json!("builtins.TypeError"));
+    // Barcodes are unique; default_code is not.
+    call(
+        &sim,
+        "product.product",
+        "create",
+        json!([[{"name": "A", "default_code": "DUP", "barcode": "123"}, {"name": "B", "default_code": "DUP"}]]),
+        json!({}),
+    )
+    .await;
+    let duplicate =
+        execute_kw(&sim, "product.product", "create", json!([{"name": "C", "barcode": "123"}]), json!({})).await;
+    assert_eq!(duplicate["error"]["data"]["name"], json!("odoo.exceptions.ValidationError"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn json2_success_and_error_shapes() {
+    let sim = start().await;
+    let (status, created) =
+        json2(&sim, "res.partner", "create", json!({"vals_list": [{"name": "J1"}, {"name": "J2"}]})).await;
+    assert_eq!(status, 200);
+    assert_eq!(created.as_array().map(Vec::len), Some(2), "the bare result: {created}");
+    let (status, rows) = json2(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!({"domain": [["name", "like", "J"]], "fields": ["name"], "order": "id desc", "limit": 1}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(rows[0]["name"], json!("J2"));
+    let (status, written) =
+        json2(&sim, "res.partner", "write", json!({"ids": created, "vals": {"city": "Gent"}})).await;
+    assert_eq!((status, written), (200, json!(true)));
+    let (status, context) = json2(&sim, "res.users", "context_get", json!({})).await;
+    assert_eq!((status, context["uid"].clone()), (200, json!(2)));
+
+    let unauthorized = client()
+        .post(format!("{}/json/2/res.partner/search", sim.base_url()))
+        .header("Authorization", "bearer nope")
+        .json(&json!({"domain": []}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unauthorized.status(), 401);
+    let body: Value = unauthorized.json().await.expect("json");
+    assert_eq!(body["name"], json!("werkzeug.exceptions.Unauthorized"));
+    assert_eq!(body["message"], json!("Invalid apikey"));
+    assert_eq!(body["arguments"], json!(["Invalid apikey", 401]));
+    for key in ["context", "debug"] {
+        assert!(body.get(key).is_some(), "{key} in {body}");
+    }
+    let (status, body) = json2(&sim, "x.nothing", "search", json!({})).await;
+    assert_eq!((status, body["name"].clone()), (404, json!("werkzeug.exceptions.NotFound")));
+    let (status, body) = json2(&sim, "res.partner", "frobnicate", json!({"ids": [1]})).await;
+    assert_eq!((status, body["name"].clone()), (404, json!("werkzeug.exceptions.NotFound")));
+    let (status, body) = json2(&sim, "res.partner", "read", json!({"ids": [9999], "fields": ["name"]})).await;
+    assert_eq!((status, body["name"].clone()), (404, json!("odoo.exceptions.MissingError")));
+    let (status, body) = json2(&sim, "res.partner", "create", json!({"vals_list": [{"type": "contact"}]})).await;
+    assert_eq!((status, body["name"].clone()), (422, json!("odoo.exceptions.ValidationError")));
+    let (status, body) = json2(&sim, "res.partner", "create", json!({"ids": [1], "vals_list": [{"name": "x"}]})).await;
+    assert_eq!((status, body["name"].clone()), (422, json!("werkzeug.exceptions.UnprocessableEntity")));
+    let (status, body) = json2(&sim, "res.partner", "search", json!({"domian": []})).await;
+    assert_eq!((status, body["name"].clone()), (422, json!("werkzeug.exceptions.UnprocessableEntity")));
+    let (status, body) = json2(&sim, "res.partner", "search", json!({"domain": [["nope", "=", 1]]})).await;
+    assert_eq!((status, body["name"].clone()), (500, json!("builtins.ValueError")));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn archived_records_are_hidden_unless_asked_for() {
+    let sim = start().await;
+    let product =
+        call(&sim, "product.product", "create", json!([{"name": "Old", "default_code": "OLD-1"}]), json!({})).await;
+    call(&sim, "product.product", "action_archive", json!([[product]]), json!({})).await;
+    let visible = call(&sim, "product.product", "search", json!([[["default_code", "=", "OLD-1"]]]), json!({})).await;
+    assert_eq!(visible, json!([]));
+    let with_context = call(
+        &sim,
+        "product.product",
+        "search",
+        json!([[["default_code", "=", "OLD-1"]]]),
+        json!({"context": {"active_test": false}}),
+    )
+    .await;
+    assert_eq!(with_context, json!([product]));
+    let with_domain = call(
+        &sim,
+        "product.product",
+        "search",
+        json!([[["default_code", "=", "OLD-1"], ["active", "in", [true, false]]]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(with_domain, json!([product]));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn confirming_an_order_creates_a_transfer_and_validating_it_ships() {
+    let sim = start().await;
+    let partner = call(&sim, "res.partner", "create", json!([{"name": "Gina"}]), json!({})).await;
+    let product = call(
+        &sim,
+        "product.product",
+        "create",
+        json!([{"name": "Boxed", "default_code": "BOX", "type": "product", "list_price": 20.0}]),
+        json!({}),
+    )
+    .await;
+    let stock_location = call(
+        &sim,
+        "stock.warehouse",
+        "search_read",
+        json!([[["code", "=", "WH"]]]),
+        json!({"fields": ["lot_stock_id"]}),
+    )
+    .await[0]["lot_stock_id"][0]
+        .clone();
+    call(
+        &sim,
+        "stock.quant",
+        "create",
+        json!([{"product_id": product, "location_id": stock_location, "inventory_quantity": 10}]),
+        json!({}),
+    )
+    .await;
+    let quants = call(&sim, "stock.quant", "search", json!([[["product_id", "=", product]]]), json!({})).await;
+    // Quantities are set through inventory mode, never written directly.
+    let refused = execute_kw(&sim, "stock.quant", "write", json!([quants, {"quantity": 5}]), json!({})).await;
+    assert_eq!(refused["error"]["data"]["name"], json!("odoo.exceptions.UserError"));
+    call(&sim, "stock.quant", "action_apply_inventory", json!([quants]), json!({})).await;
+    let on_hand =
+        call(&sim, "product.product", "read", json!([[product], ["qty_available", "lst_price"]]), json!({})).await;
+    assert_eq!(on_hand[0]["qty_available"], json!(10.0));
+
+    let order = call(&sim, "sale.order", "create", json!([{"partner_id": partner, "client_order_ref": "#1001", "order_line": [[0, 0, {"product_id": product, "product_uom_qty": 3}]]}]), json!({})).await;
+    assert_eq!(
+        call(&sim, "sale.order", "read", json!([[order], ["state"]]), json!({})).await[0]["state"],
+        json!("draft")
+    );
+    assert_eq!(call(&sim, "sale.order", "action_confirm", json!([[order]]), json!({})).await, json!(true));
+    let confirmed =
+        call(&sim, "sale.order", "read", json!([[order], ["state", "name", "picking_ids"]]), json!({})).await;
+    assert_eq!(confirmed[0]["state"], json!("sale"));
+    let pickings = confirmed[0]["picking_ids"].clone();
+    assert_eq!(pickings.as_array().map(Vec::len), Some(1));
+    let picking = call(
+        &sim,
+        "stock.picking",
+        "read",
+        json!([pickings.clone(), ["state", "origin", "sale_id", "carrier_tracking_ref"]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(picking[0]["state"], json!("assigned"));
+    assert_eq!(picking[0]["origin"], confirmed[0]["name"]);
+    assert_eq!(picking[0]["sale_id"][0], json!(order));
+    assert_eq!(picking[0]["carrier_tracking_ref"], json!(false));
+    let again = execute_kw(&sim, "sale.order", "action_confirm", json!([[order]]), json!({})).await;
+    assert_eq!(again["error"]["data"]["name"], json!("odoo.exceptions.UserError"));
+    let delete = execute_kw(&sim, "sale.order", "unlink", json!([[order]]), json!({})).await;
+    assert_eq!(delete["error"]["data"]["name"], json!("odoo.exceptions.UserError"));
+
+    call(&sim, "stock.picking", "write", json!([pickings.clone(), {"carrier_tracking_ref": "TRACK-1"}]), json!({}))
+        .await;
+    call(&sim, "stock.picking", "button_validate", json!([pickings.clone()]), json!({})).await;
+    let done = call(
+        &sim,
+        "stock.picking",
+        "read",
+        json!([pickings, ["state", "date_done", "carrier_tracking_ref"]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(done[0]["state"], json!("done"));
+    assert!(done[0]["date_done"].is_string());
+    let after = call(&sim, "product.product", "read", json!([[product], ["qty_available"]]), json!({})).await;
+    assert_eq!(after[0]["qty_available"], json!(7.0));
+    let lines = call(
+        &sim,
+        "sale.order.line",
+        "search_read",
+        json!([[["order_id", "=", order]]]),
+        json!({"fields": ["qty_delivered"]}),
+    )
+    .await;
+    assert_eq!(lines[0]["qty_delivered"], json!(3.0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn seeded_data_is_deterministic_and_complete() {
+    let first = start_seeded().await;
+    let second = start_seeded().await;
+    let fields =
+        json!({"fields": ["default_code", "barcode", "lst_price", "display_name", "write_date"], "order": "id asc"});
+    let a = call(&first, "product.product", "search_read", json!([[]]), fields.clone()).await;
+    let b = call(&second, "product.product", "search_read", json!([[]]), fields).await;
+    assert_eq!(a, b);
+    assert!(a.as_array().is_some_and(|rows| rows.len() >= 20));
+    // Seeded records share write_date seconds: boundary ties exist from the start.
+    let dates: Vec<&str> = a.as_array().expect("rows").iter().filter_map(|row| row["write_date"].as_str()).collect();
+    assert!(dates.windows(2).any(|pair| pair[0] == pair[1]));
+    let customers = call(
+        &first,
+        "res.partner",
+        "search_read",
+        json!([[["customer_rank", ">", 0]]]),
+        json!({"fields": ["child_ids", "property_product_pricelist", "category_id"]}),
+    )
+    .await;
+    assert_eq!(customers.as_array().map(Vec::len), Some(10));
+    assert!(
+        customers
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|row| row["child_ids"].as_array().is_some_and(|children| children.len() == 2))
+    );
+    let invoices = call(
+        &first,
+        "account.move",
+        "search_read",
+        json!([[["move_type", "=", "out_invoice"], ["state", "=", "posted"]]]),
+        json!({"fields": ["name", "amount_total", "invoice_origin"]}),
+    )
+    .await;
+    assert!(!invoices.as_array().expect("rows").is_empty());
+    assert!(invoices[0]["name"].as_str().is_some_and(|name| name.starts_with("INV/2024/")));
+    let done = call(
+        &first,
+        "stock.picking",
+        "search_count",
+        json!([[["state", "=", "done"], ["carrier_tracking_ref", "!=", false]]]),
+        json!({}),
+    )
+    .await;
+    assert!(done.as_i64().is_some_and(|count| count > 0));
+    // Wholesale quantity tiers: 10 units cost less per unit than 1.
+    let wholesale =
+        call(&first, "product.pricelist", "search", json!([[["name", "=", "Wholesale"]]]), json!({})).await[0].clone();
+    let items =
+        call(&first, "product.pricelist.item", "search_count", json!([[["pricelist_id", "=", wholesale]]]), json!({}))
+            .await;
+    assert_eq!(items, json!(3));
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn invoice_pdf_needs_a_session() {
+    let sim = start_seeded().await;
+    let invoice =
+        call(&sim, "account.move", "search", json!([[["state", "=", "posted"]]]), json!({"limit": 1})).await[0].clone();
+    let url = format!("{}/report/pdf/account.report_invoice/{invoice}", sim.base_url());
+    let client = client_builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let anonymous = client.get(&url).send().await.expect("request");
+    assert_eq!(anonymous.status(), 303);
+    let login = client
+        .post(format!("{}/web/session/authenticate", sim.base_url()))
+        .json(&json!({"jsonrpc": "2.0", "method": "call", "params": {"db": DB, "login": "admin", "password": PASSWORD}, "id": 1}))
+        .send()
+        .await
+        .expect("login");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|value| value.to_str().ok())
+        .expect("cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let pdf = client.get(&url).header("Cookie", cookie).send().await.expect("request");
+    assert_eq!(pdf.status(), 200);
+    assert_eq!(pdf.headers().get("content-type").and_then(|value| value.to_str().ok()), Some("application/pdf"));
+    let bytes = pdf.bytes().await.expect("body");
+    assert!(bytes.starts_with(b"%PDF"));
+    assert!(bytes.ends_with(b"%%EOF\n"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_status_truncation_hang_and_partial_batches() {
+    let sim = start().await;
+    control(&sim, "faults", json!({"rules": [{"kind": "status", "status": 503, "count": 1, "method": "search_read"}]}))
+        .await;
+    let body = json!({"jsonrpc": "2.0", "method": "call", "params": {"service": "object", "method": "execute_kw", "args": [DB, 2, PASSWORD, "res.partner", "search_read", [[]], {"fields": ["name"]}]}, "id": 1});
+    let client = client();
+    let failed = client.post(format!("{}/jsonrpc", sim.base_url())).json(&body).send().await.expect("request");
+    assert_eq!(failed.status(), 503);
+    let recovered = client.post(format!("{}/jsonrpc", sim.base_url())).json(&body).send().await.expect("request");
+    assert_eq!(recovered.status(), 200);
+
+    control(&sim, "faults", json!({"rules": [{"kind": "truncate"}]})).await;
+    let truncated = client.post(format!("{}/jsonrpc", sim.base_url())).json(&body).send().await.expect("request");
+    let text = truncated.text().await.expect("text");
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "truncated body must not parse: {text}");
+
+    control(&sim, "faults", json!({"rules": [{"kind": "hang", "seconds": 30}]})).await;
+    let hanging = client_builder().timeout(Duration::from_millis(300)).build().expect("client");
+    let timed_out = hanging.post(format!("{}/jsonrpc", sim.base_url())).json(&body).send().await;
+    assert!(timed_out.is_err_and(|error| error.is_timeout()));
+
+    // Every 2nd record of a batch fails: the call is one transaction, so nothing is created.
+    control(&sim, "faults", json!({"partial_failure": {"every": 2, "model": "res.partner"}})).await;
+    let before = call(&sim, "res.partner", "search_count", json!([[]]), json!({})).await;
+    let batch = execute_kw(
+        &sim,
+        "res.partner",
+        "create",
+        json!([[{"name": "ok"}, {"name": "fails"}, {"name": "never"}]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(batch["error"]["data"]["name"], json!("odoo.exceptions.ValidationError"));
+    assert_eq!(call(&sim, "res.partner", "search_count", json!([[]]), json!({})).await, before);
+    let single = call(&sim, "res.partner", "create", json!([[{"name": "alone"}]]), json!({})).await;
+    assert_eq!(single.as_array().map(Vec::len), Some(1));
+    let cleared = client.delete(format!("{}/_sim/faults", sim.base_url())).send().await.expect("request");
+    assert_eq!(cleared.status(), 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn counters_prove_zero_writes() {
+    let sim = start_seeded().await;
+    control(&sim, "counters/reset", json!({})).await;
+    call(&sim, "product.product", "search_read", json!([[]]), json!({"fields": ["default_code"], "limit": 5})).await;
+    json2(&sim, "res.partner", "search_count", json!({"domain": []})).await;
+    let counters = sim.counters();
+    assert_eq!(counters.writes, 0);
+    assert_eq!(counters.get("product.product", "search_read"), 1);
+    assert_eq!(counters.get("res.partner", "search_count"), 1);
+    call(&sim, "res.partner", "write", json!([[1], {"phone": "1"}]), json!({})).await;
+    assert_eq!(sim.counters().writes, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn ship_control_sets_tracking_and_validates() {
+    let sim = start_seeded().await;
+    let open =
+        call(&sim, "stock.picking", "search", json!([[["state", "in", ["assigned", "confirmed"]]]]), json!({})).await;
+    let open: Vec<i64> = open.as_array().expect("ids").iter().filter_map(Value::as_i64).collect();
+    assert!(!open.is_empty());
+    let shipped = control(&sim, "ship", json!({"carrier": "DHL"})).await;
+    assert_eq!(shipped.as_array().map(Vec::len), Some(open.len()));
+    let rows = call(&sim, "stock.picking", "read", json!([open, ["state", "carrier_tracking_ref"]]), json!({})).await;
+    assert!(
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .all(|row| row["state"] == json!("done") && row["carrier_tracking_ref"].is_string())
+    );
+    sim.shutdown().await;
+}
