@@ -766,3 +766,75 @@ async fn seeds_are_deterministic() {
     first.running.shutdown().await;
     second.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn catalog_and_inventory_changes_send_their_webhooks() {
+    let sim = start(frozen_config()).await;
+    sim.seed(0, 1).await;
+    let (url, received) = receiver(200).await;
+    for topic in ["PRODUCTS_CREATE", "PRODUCTS_UPDATE", "INVENTORY_LEVELS_UPDATE"] {
+        sim.gql(SUBSCRIBE, json!({"topic": topic, "url": url})).await;
+    }
+    let location = sim.gql("{ locations(first: 1) { nodes { id } } }", json!({})).await["data"]["locations"]["nodes"]
+        [0]["id"]
+        .clone();
+    let created = sim
+        .gql(
+            PRODUCT_SET,
+            json!({"input": {"title": "Mug", "productOptions": options(&["One"]),
+                   "variants": [{"sku": "MUG", "price": "7.00", "optionValues": [{"optionName": "Size", "name": "One"}],
+                                 "inventoryQuantities": [{"locationId": location, "name": "available", "quantity": 4}]}]}}),
+        )
+        .await;
+    let product_id = created["data"]["productSet"]["product"]["id"].clone();
+    sim.gql(PRODUCT_SET, json!({"identifier": {"id": product_id}, "input": {"title": "Big Mug"}})).await;
+    let topics = |all: &[(Vec<(String, String)>, Vec<u8>)]| -> Vec<String> {
+        all.iter().map(|(h, _)| h.iter().find(|(k, _)| k == "x-shopify-topic").unwrap().1.clone()).collect()
+    };
+    let all = wait_for(|| {
+        let all = received.lock().unwrap().clone();
+        (all.len() >= 3).then_some(all)
+    })
+    .await;
+    let mut seen = topics(&all);
+    seen.sort();
+    assert_eq!(seen, vec!["inventory_levels/update", "products/create", "products/update"]);
+    let update = all.iter().find(|(h, _)| h.iter().any(|(_, v)| v == "products/update")).unwrap();
+    let body: Json = serde_json::from_slice(&update.1).unwrap();
+    assert_eq!(body["title"], "Big Mug");
+    assert_eq!(body["variants"][0]["sku"], "MUG");
+    assert_eq!(body["variants"][0]["price"], "7.00");
+    let level = all.iter().find(|(h, _)| h.iter().any(|(_, v)| v == "inventory_levels/update")).unwrap();
+    assert_eq!(serde_json::from_slice::<Json>(&level.1).unwrap()["available"], 4);
+    sim.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn partial_failures_hit_batch_items_with_user_errors() {
+    let sim = start(frozen_config()).await;
+    sim.seed(2, 2).await;
+    let list = sim
+        .gql(r#"mutation { priceListCreate(input: {name: "B2B", currency: EUR}) { priceList { id } } }"#, json!({}))
+        .await["data"]["priceListCreate"]["priceList"]["id"]
+        .clone();
+    let variants =
+        sim.gql("{ productVariants(first: 4) { nodes { id } } }", json!({})).await["data"]["productVariants"]["nodes"]
+            .clone();
+    let prices: Vec<Json> = variants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| json!({"variantId": v["id"], "price": {"amount": "3.00", "currencyCode": "EUR"}}))
+        .collect();
+    let add = r#"mutation($id: ID!, $prices: [PriceListPriceInput!]!) { priceListFixedPricesAdd(priceListId: $id, prices: $prices) { prices { variant { id } } userErrors { code field } } }"#;
+    sim.control("/_sim/faults", json!({"partial_failure_rate": 1.0})).await;
+    let failed = sim.gql(add, json!({"id": list, "prices": prices})).await;
+    assert_eq!(failed["data"]["priceListFixedPricesAdd"]["userErrors"].as_array().unwrap().len(), 4);
+    sim.control("/_sim/faults", json!({})).await;
+    let passed = sim.gql(add, json!({"id": list, "prices": prices})).await;
+    assert_eq!(passed["data"]["priceListFixedPricesAdd"]["prices"].as_array().unwrap().len(), 4);
+    assert_eq!(sim.running.counters().mutations, 3);
+    let clock = sim.control("/_sim/clock", json!({"advance_seconds": 90})).await;
+    assert_eq!(clock["now"], "2026-01-01T00:01:30Z");
+    sim.running.shutdown().await;
+}
