@@ -8,6 +8,7 @@ pub mod error;
 pub mod files;
 pub mod registry;
 pub mod secret;
+pub mod sql;
 pub mod traits;
 
 pub use error::{ConnectorError, ErrorKind, Fault};

@@ -1,6 +1,6 @@
 //! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
 
-use crate::{ConnectorError, Sink, Source, files};
+use crate::{ConnectorError, Sink, Source, files, sql};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -10,12 +10,14 @@ use std::sync::Arc;
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SystemConfig {
     Files(files::FilesConfig),
+    Sql(sql::SqlConfig),
 }
 
 impl SystemConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             SystemConfig::Files(_) => "files",
+            SystemConfig::Sql(_) => "sql",
         }
     }
 
@@ -24,6 +26,7 @@ impl SystemConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         match self {
             SystemConfig::Files(config) => config.validate(),
+            SystemConfig::Sql(config) => config.validate(),
         }
     }
 
@@ -32,18 +35,21 @@ impl SystemConfig {
     pub fn resolve_paths(&mut self, base_dir: &std::path::Path) {
         match self {
             SystemConfig::Files(config) => config.resolve_paths(base_dir),
+            SystemConfig::Sql(config) => config.resolve_paths(base_dir),
         }
     }
 
     pub fn build_source(&self, system: &str) -> Result<Arc<dyn Source>, ConnectorError> {
         match self {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
+            SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
         }
     }
 
     pub fn build_sink(&self, system: &str) -> Result<Arc<dyn Sink>, ConnectorError> {
         match self {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
+            SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -60,12 +66,22 @@ pub struct ConnectorInfo {
 }
 
 pub fn catalog() -> Vec<ConnectorInfo> {
-    vec![ConnectorInfo {
-        name: "files",
-        description: "CSV and JSON Lines files in a folder (the exchange many ERPs still use)",
-        entities: EntityKind::ALL.to_vec(),
-        read: true,
-        write: true,
-        webhooks: false,
-    }]
+    vec![
+        ConnectorInfo {
+            name: "files",
+            description: "CSV and JSON Lines files in a folder (the exchange many ERPs still use)",
+            entities: EntityKind::ALL.to_vec(),
+            read: true,
+            write: true,
+            webhooks: false,
+        },
+        ConnectorInfo {
+            name: "sql",
+            description: "PostgreSQL and MariaDB/MySQL tables or views (staging tables, ERP databases)",
+            entities: EntityKind::ALL.to_vec(),
+            read: true,
+            write: true,
+            webhooks: false,
+        },
+    ]
 }

@@ -81,7 +81,7 @@
 
 mod client;
 mod config;
-mod map;
+pub(crate) mod map;
 mod sink;
 mod source;
 
