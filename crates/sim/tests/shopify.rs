@@ -433,7 +433,8 @@ async fn inventory_set_quantities_compares_and_replays_idempotent_keys() {
 }
 
 /// Requests a receiver got: headers and raw body.
-type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+type Request = (Vec<(String, String)>, Vec<u8>);
+type Received = Arc<Mutex<Vec<Request>>>;
 
 /// A webhook receiver on 127.0.0.1 that records (headers, raw body) and answers `status`.
 async fn receiver(status: u16) -> (String, Received) {
@@ -788,7 +789,7 @@ async fn catalog_and_inventory_changes_send_their_webhooks() {
         .await;
     let product_id = created["data"]["productSet"]["product"]["id"].clone();
     sim.gql(PRODUCT_SET, json!({"identifier": {"id": product_id}, "input": {"title": "Big Mug"}})).await;
-    let topics = |all: &[(Vec<(String, String)>, Vec<u8>)]| -> Vec<String> {
+    let topics = |all: &[Request]| -> Vec<String> {
         all.iter().map(|(h, _)| h.iter().find(|(k, _)| k == "x-shopify-topic").unwrap().1.clone()).collect()
     };
     let all = wait_for(|| {
