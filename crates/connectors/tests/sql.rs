@@ -450,6 +450,31 @@ async fn json_column_with_a_version(db: TestDb) {
     db.drop_tables().await;
 }
 
+async fn naive_timestamps_are_utc(db: TestDb) {
+    let table = db.table("naive");
+    // PostgreSQL `timestamp` and MariaDB `TIMESTAMP` carry no zone: erpsync takes them as UTC.
+    let naive = if db.kind == Kind::Postgres { "timestamp(6)" } else { "TIMESTAMP(6)" };
+    db.exec(&format!(
+        "CREATE TABLE {table} (sku varchar(20) NOT NULL, location varchar(20) NOT NULL, available int NOT NULL, updated_at {naive} NULL, PRIMARY KEY (sku, location))"
+    ))
+    .await;
+    db.exec(&format!("INSERT INTO {table} VALUES ('S1', 'main', 1, '2026-01-01 00:00:05.250000')")).await;
+    let source = db.stock_connector(&table);
+    let (records, checkpoint, _) = read_run(&source, EntityKind::StockLevel, &Checkpoint::default(), 10).await;
+    let expected = base() + chrono::TimeDelta::milliseconds(5250);
+    assert_eq!(records[0].content.as_ref().unwrap().updated_at(), Some(expected));
+    assert_eq!(checkpoint.watermark, Some(expected));
+
+    // Written back, the sink stamps the change column from the database's UTC clock.
+    let stock = record(json!({"entity": "stock_level", "sku": "S2", "location": "main", "available": "2"}));
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(60);
+    source.write_batch(&batch(EntityKind::StockLevel, vec![stock])).await.unwrap();
+    let (records, _, _) = read_run(&source, EntityKind::StockLevel, &checkpoint, 10).await;
+    let stamped = records.last().unwrap().content.as_ref().unwrap().updated_at().unwrap();
+    assert!(stamped > before && stamped < chrono::Utc::now() + chrono::TimeDelta::seconds(60), "{stamped}");
+    db.drop_tables().await;
+}
+
 macro_rules! on_both_databases {
     ($($scenario:ident,)*) => {
         mod postgres {
@@ -480,6 +505,7 @@ on_both_databases! {
     a_bad_row_fails_alone,
     identifiers_are_checked_and_values_bound,
     json_column_with_a_version,
+    naive_timestamps_are_utc,
 }
 
 #[test]

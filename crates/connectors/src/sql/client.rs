@@ -407,7 +407,10 @@ fn mysql_row(row: &MySqlRow) -> Result<DbRow, sqlx::Error> {
             "DECIMAL" => row.try_get(index).map(SqlValue::Decimal),
             "FLOAT" => row.try_get::<f32, _>(index).map(|n| SqlValue::Float(n.into())),
             "DOUBLE" => row.try_get(index).map(SqlValue::Float),
-            "DATETIME" | "TIMESTAMP" => row.try_get(index).map(SqlValue::Timestamp),
+            "DATETIME" => row.try_get(index).map(SqlValue::Timestamp),
+            // Sent like DATETIME (the session is in UTC); sqlx only declares the DATETIME type
+            // compatible with `NaiveDateTime`.
+            "TIMESTAMP" => row.try_get_unchecked(index).map(SqlValue::Timestamp),
             "DATE" => row.try_get(index).map(SqlValue::Date),
             "JSON" => row.try_get::<String, _>(index).map(SqlValue::Text),
             _ => row.try_get::<String, _>(index).map(SqlValue::Text).or_else(|_| {
