@@ -6,6 +6,8 @@
 //! process's peak resident memory. Figures are printed and appended as JSON lines to
 //! `target/bench/results.jsonl`.
 
+mod rest_api;
+
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -25,7 +27,16 @@ fn main() -> Result<()> {
             };
             bench(&sizes)
         }
-        _ => bail!("usage: cargo xtask bench [SIZES, e.g. 25000,100000]"),
+        Some("bench-http") => {
+            let sizes: Vec<usize> = match args.get(1) {
+                Some(list) => {
+                    list.split(',').map(|n| n.parse()).collect::<Result<_, _>>().context("sizes: 10000,100000")?
+                }
+                None => vec![10_000, 100_000],
+            };
+            bench_http(&sizes)
+        }
+        _ => bail!("usage: cargo xtask bench [SIZES] | bench-http [SIZES]"),
     }
 }
 
@@ -89,6 +100,91 @@ fn bench(sizes: &[usize]) -> Result<()> {
     println!("appended to {}", results_dir.join("results.jsonl").display());
     Ok(())
 }
+
+/// A generic REST source (paged, 100 per page) into a WooCommerce-style batch endpoint (100 per
+/// request), both served locally with no latency, through JSONata conversions both ways.
+fn bench_http(sizes: &[usize]) -> Result<()> {
+    let root = workspace_root();
+    let status =
+        Command::new(env!("CARGO")).args(["build", "--release", "-p", "erpsync-cli"]).current_dir(&root).status()?;
+    if !status.success() {
+        bail!("building the release binary failed");
+    }
+    let binary = root.join("target/release/erpsync");
+    let commit = git_commit(&root);
+    let results_dir = root.join("target/bench");
+    std::fs::create_dir_all(&results_dir)?;
+    let mut results = std::fs::OpenOptions::new().create(true).append(true).open(results_dir.join("results.jsonl"))?;
+    for &products in sizes {
+        let (base, counters) = rest_api::start(products);
+        let work = tempfile_dir(&root, products)?;
+        std::fs::write(work.join("erpsync.toml"), HTTP_CONFIG.replace("{base}", &base))?;
+        let full = run(&binary, &work, &["sync", "products", "--json", "--no-progress"])?;
+        check(&full, "created", products)?;
+        let written = counters.written.load(std::sync::atomic::Ordering::Relaxed);
+        let write_requests = counters.write_requests.load(std::sync::atomic::Ordering::Relaxed);
+        let read_requests = counters.read_requests.load(std::sync::atomic::Ordering::Relaxed);
+        if written != products as u64 {
+            bail!("the API received {written} records, expected {products}");
+        }
+        let figures = [
+            ("elapsed", full.seconds, "s"),
+            ("products_per_second", products as f64 / full.seconds, "products/s"),
+            ("peak_rss", full.peak_rss_kib as f64 / 1024.0, "MiB"),
+            ("read_requests", read_requests as f64, "requests"),
+            ("write_requests", write_requests as f64, "requests"),
+        ];
+        println!("http → http, {products} products × 3 variants (pages of 100, batches of 100)");
+        for (metric, value, unit) in figures {
+            println!("  {metric:<40} {value:>12.1} {unit}");
+            let line = serde_json::json!({
+                "benchmark": format!("http_to_http_{products}_products"),
+                "metric": metric,
+                "value": value,
+                "unit": unit,
+                "git_commit": commit,
+                "at": chrono::Utc::now().to_rfc3339(),
+            });
+            writeln!(results, "{line}")?;
+        }
+        std::fs::remove_dir_all(&work).ok();
+    }
+    println!("appended to {}", results_dir.join("results.jsonl").display());
+    Ok(())
+}
+
+const HTTP_CONFIG: &str = r#"
+[systems.rest_erp]
+type = "http"
+base_url = "{base}"
+
+[systems.rest_erp.entities.product.read]
+path = "/api/products"
+pagination = { style = "page", size = 100 }
+to_canonical = """{
+  'code': sku, 'title': name, 'vendor': brand,
+  'options': [{ 'name': 'Size', 'values': [variants.size] }],
+  'variants': [variants.{ 'sku': sku, 'barcode': ean, 'options': [{ 'option': 'Size', 'value': size }],
+                          'price': { 'amount': price, 'currency': 'EUR' } }]
+}"""
+
+[systems.shop]
+type = "http"
+base_url = "{base}"
+
+[systems.shop.entities.product.write]
+batch = { path = "/shop/products/batch", max = 100 }
+from_canonical = """{
+  'sku': code, 'name': title, 'type': 'variable',
+  'variations': [variants.{ 'sku': sku, 'regular_price': price.amount, 'attributes': [{ 'name': 'Size', 'option': options[0].value }] }]
+}"""
+
+[flows.products]
+entity = "product"
+source = "rest_erp"
+target = "shop"
+page_size = 100
+"#;
 
 const CONFIG: &str = r#"
 [systems.erp]

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod files;
+pub mod http;
 pub mod registry;
 pub mod secret;
 pub mod sql;

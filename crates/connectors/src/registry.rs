@@ -1,15 +1,19 @@
 //! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
 
-use crate::{ConnectorError, Sink, Source, files, sql};
+use crate::{ConnectorError, Sink, Source, files, http, sql};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
 
 /// A system's connector settings, tagged by `type` in the configuration file.
+// Loaded once per process and never moved in a hot path: boxing the larger variants would buy
+// nothing but noise in every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SystemConfig {
     Files(files::FilesConfig),
+    Http(http::HttpConfig),
     Sql(sql::SqlConfig),
 }
 
@@ -18,6 +22,7 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(_) => "files",
             SystemConfig::Sql(_) => "sql",
+            SystemConfig::Http(_) => "http",
         }
     }
 
@@ -27,6 +32,7 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(config) => config.validate(),
             SystemConfig::Sql(config) => config.validate(),
+            SystemConfig::Http(config) => config.validate(),
         }
     }
 
@@ -36,6 +42,7 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(config) => config.resolve_paths(base_dir),
             SystemConfig::Sql(config) => config.resolve_paths(base_dir),
+            SystemConfig::Http(_) => {}
         }
     }
 
@@ -43,6 +50,7 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
+            SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
         }
     }
 
@@ -50,6 +58,7 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
+            SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -82,6 +91,14 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             read: true,
             write: true,
             webhooks: false,
+        },
+        ConnectorInfo {
+            name: "http",
+            description: "any JSON REST API, configured: auth, pagination, incremental filter, batches, JSONata conversions",
+            entities: EntityKind::ALL.to_vec(),
+            read: true,
+            write: true,
+            webhooks: true,
         },
     ]
 }

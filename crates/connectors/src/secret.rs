@@ -54,6 +54,11 @@ impl<'de> Deserialize<'de> for SecretRef {
 pub struct Secret(SecretString);
 
 impl Secret {
+    /// Wraps a secret obtained at run time (an OAuth token).
+    pub fn from_string(value: String) -> Secret {
+        Secret(SecretString::from(value))
+    }
+
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
