@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::domain::ids_of;
 use super::error::{OdooError, OdooResult};
 use super::schema::{FieldDef, ModelDef, registry};
-use super::store::{Context, OdooState, model_def, parse_datetime};
+use super::store::{Context, OdooState, model_def, parse_datetime, record_id, record_text};
 
 /// Lookups built once per call (inverse indexes, stock per product), so that reading a page
 /// of records does not rescan whole tables for every record.
@@ -350,12 +350,12 @@ pub fn prepare_create(
 /// The child address of a type (`invoice`, `delivery`) or the partner itself.
 fn address_of(state: &OdooState, partner: i64, kind: &str) -> i64 {
     state
-        .ids("res.partner")
+        .lookup("res.partner", "parent_id", &json!(partner))
         .into_iter()
         .find(|child| {
-            state.raw_id("res.partner", *child, "parent_id") == Some(partner)
-                && state.raw_text("res.partner", *child, "type").as_deref() == Some(kind)
-                && state.raw("res.partner", *child, "active") != Value::Bool(false)
+            state.row("res.partner", *child).is_some_and(|record| {
+                record_text(record, "type") == Some(kind) && record.get("active") != Some(&Value::Bool(false))
+            })
         })
         .unwrap_or(partner)
 }
@@ -372,10 +372,10 @@ pub fn price_for(state: &OdooState, pricelist: Option<i64>, product: i64, quanti
         category.map(|category| state.ancestors("product.category", "parent_id", &[category])).unwrap_or_default();
     let now = state.clock.now();
     let mut rules: Vec<i64> = state
-        .ids("product.pricelist.item")
+        .find_ids("product.pricelist.item", |item| {
+            record_id(item, "pricelist_id") == Some(pricelist) && item.get("active") != Some(&Value::Bool(false))
+        })
         .into_iter()
-        .filter(|item| state.raw_id("product.pricelist.item", *item, "pricelist_id") == Some(pricelist))
-        .filter(|item| state.raw("product.pricelist.item", *item, "active") != Value::Bool(false))
         .filter(|item| {
             let applies = match state.raw_text("product.pricelist.item", *item, "applied_on").as_deref() {
                 Some("0_product_variant") => {
@@ -459,11 +459,8 @@ pub fn after_create(
 /// Odoo creates a template's variants from the cartesian product of its attribute lines, or a
 /// single variant when it has none.
 fn create_variants(state: &mut OdooState, template: i64, vals: &Map<String, Value>, ctx: &Context) -> OdooResult<()> {
-    let lines: Vec<i64> = state
-        .ids("product.template.attribute.line")
-        .into_iter()
-        .filter(|line| state.raw_id("product.template.attribute.line", *line, "product_tmpl_id") == Some(template))
-        .collect();
+    let lines =
+        state.find_ids("product.template.attribute.line", |line| record_id(line, "product_tmpl_id") == Some(template));
     let mut combinations: Vec<Vec<i64>> = vec![Vec::new()];
     for line in lines {
         let values = ids_of(&state.raw("product.template.attribute.line", line, "value_ids"));
@@ -505,11 +502,9 @@ fn check_barcode(state: &OdooState, id: i64) -> OdooResult<()> {
         return Ok(());
     };
     let others: Vec<String> = state
-        .ids("product.product")
+        .lookup("product.product", "barcode", &Value::String(barcode.clone()))
         .into_iter()
-        .filter(|other| {
-            *other != id && state.raw_text("product.product", *other, "barcode").as_deref() == Some(barcode.as_str())
-        })
+        .filter(|other| *other != id)
         .map(|other| display_name(state, "product.product", other))
         .collect();
     if others.is_empty() {
@@ -701,11 +696,7 @@ pub fn recompute(state: &mut OdooState, model: &'static str, id: i64) {
         "sale.order" | "account.move" => {
             let (line_model, parent_field) =
                 if model == "sale.order" { ("sale.order.line", "order_id") } else { ("account.move.line", "move_id") };
-            let lines: Vec<i64> = state
-                .ids(line_model)
-                .into_iter()
-                .filter(|line| state.raw_id(line_model, *line, parent_field) == Some(id))
-                .collect();
+            let lines = state.lookup(line_model, parent_field, &json!(id));
             let untaxed: f64 = lines.iter().map(|line| state.raw_f64(line_model, *line, "price_subtotal")).sum();
             let total: f64 = lines.iter().map(|line| state.raw_f64(line_model, *line, "price_total")).sum();
             let (untaxed, total) = (round2(untaxed), round2(total));
@@ -916,13 +907,10 @@ fn reserve_picking(state: &mut OdooState, picking: i64, ctx: &Context) -> OdooRe
         let source = state.raw_id("stock.move", movement, "location_id").unwrap_or(0);
         let locations = state.descendants("stock.location", "location_id", &[source]);
         let quants: Vec<i64> = state
-            .ids("stock.quant")
+            .lookup("stock.quant", "product_id", &json!(product))
             .into_iter()
             .filter(|quant| {
-                state.raw_id("stock.quant", *quant, "product_id") == Some(product)
-                    && state
-                        .raw_id("stock.quant", *quant, "location_id")
-                        .is_some_and(|location| locations.contains(&location))
+                state.raw_id("stock.quant", *quant, "location_id").is_some_and(|location| locations.contains(&location))
             })
             .collect();
         for quant in quants {
@@ -972,13 +960,10 @@ fn validate_picking(state: &mut OdooState, picking: i64, ctx: &Context) -> OdooR
         let mut to_take = demand;
         let mut to_unreserve = reserved;
         let quants: Vec<i64> = state
-            .ids("stock.quant")
+            .lookup("stock.quant", "product_id", &json!(product))
             .into_iter()
             .filter(|quant| {
-                state.raw_id("stock.quant", *quant, "product_id") == Some(product)
-                    && state
-                        .raw_id("stock.quant", *quant, "location_id")
-                        .is_some_and(|location| locations.contains(&location))
+                state.raw_id("stock.quant", *quant, "location_id").is_some_and(|location| locations.contains(&location))
             })
             .collect();
         for quant in &quants {

@@ -2,7 +2,7 @@
 //! command tuples, `search`/`read`/`create`/`write`/`unlink`, and a per-call journal so that a
 //! failing call leaves nothing behind (each Odoo RPC call is one transaction).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, Timelike, Utc};
 use serde_json::{Map, Value, json};
@@ -98,6 +98,55 @@ pub struct OdooState {
     pub batch_position: usize,
     /// Set while a variant creates its own template, which then must not add a default variant.
     pub skip_default_variant: bool,
+    indexes: Indexes,
+}
+
+/// The fields looked up by value on every create (uniqueness checks, children of a parent):
+/// indexed so that large seeds do not turn quadratic.
+const INDEXED_FIELDS: &[(&str, &str)] = &[
+    ("product.product", "barcode"),
+    ("product.product", "default_code"),
+    ("stock.quant", "product_id"),
+    ("sale.order.line", "order_id"),
+    ("account.move.line", "move_id"),
+    ("res.partner", "parent_id"),
+    ("stock.move", "picking_id"),
+];
+
+fn index_key(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+fn indexed_keys(model: &str, record: &Record) -> Vec<(&'static str, String)> {
+    INDEXED_FIELDS
+        .iter()
+        .filter(|(indexed_model, _)| *indexed_model == model)
+        .filter_map(|(_, field)| record.get(field).and_then(index_key).map(|key| (*field, key)))
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct Indexes {
+    entries: HashMap<(&'static str, &'static str), HashMap<String, BTreeSet<i64>>>,
+}
+
+impl Indexes {
+    fn add(&mut self, model: &'static str, id: i64, keys: Vec<(&'static str, String)>) {
+        for (field, key) in keys {
+            self.entries.entry((model, field)).or_default().entry(key).or_default().insert(id);
+        }
+    }
+    fn remove(&mut self, model: &'static str, id: i64, keys: Vec<(&'static str, String)>) {
+        for (field, key) in keys {
+            if let Some(ids) = self.entries.get_mut(&(model, field)).and_then(|values| values.get_mut(&key)) {
+                ids.remove(&id);
+            }
+        }
+    }
 }
 
 pub fn model_def(name: &str) -> OdooResult<&'static ModelDef> {
@@ -127,6 +176,7 @@ impl OdooState {
             sessions: HashSet::new(),
             batch_position: 0,
             skip_default_variant: false,
+            indexes: Indexes::default(),
         }
     }
 
@@ -149,13 +199,17 @@ impl OdooState {
             match entry {
                 JournalEntry::Row { model, id, before } => {
                     let Some(table) = self.tables.get_mut(model) else { continue };
-                    match before {
+                    let current = match before {
                         Some(record) => {
-                            table.rows.insert(id, record);
+                            let added = indexed_keys(model, &record);
+                            let current = table.rows.insert(id, record);
+                            self.indexes.add(model, id, added);
+                            current
                         }
-                        None => {
-                            table.rows.remove(&id);
-                        }
+                        None => table.rows.remove(&id),
+                    };
+                    if let Some(current) = current {
+                        self.indexes.remove(model, id, indexed_keys(model, &current));
                     }
                 }
                 JournalEntry::NextId { model, before } => {
@@ -185,6 +239,36 @@ impl OdooState {
         self.tables.get(model).map(|table| table.rows.keys().copied().collect()).unwrap_or_default()
     }
 
+    /// Ids of the records whose indexed `field` holds `value` (see `INDEXED_FIELDS`); other
+    /// fields are scanned.
+    pub fn lookup(&self, model: &str, field: &str, value: &Value) -> Vec<i64> {
+        let Some(key) = index_key(value) else { return Vec::new() };
+        let indexed = INDEXED_FIELDS
+            .iter()
+            .any(|(indexed_model, indexed_field)| *indexed_model == model && *indexed_field == field);
+        if !indexed {
+            return self
+                .find_ids(model, |record| record.get(field).and_then(index_key).as_deref() == Some(key.as_str()));
+        }
+        let model_key = INDEXED_FIELDS
+            .iter()
+            .find(|(indexed_model, indexed_field)| *indexed_model == model && *indexed_field == field);
+        model_key
+            .and_then(|(indexed_model, indexed_field)| self.indexes.entries.get(&(*indexed_model, *indexed_field)))
+            .and_then(|values| values.get(&key))
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Ids of the records of `model` whose stored values satisfy `predicate`, without copying
+    /// values: the scans business rules run on every create stay cheap on large seeds.
+    pub fn find_ids(&self, model: &str, predicate: impl Fn(&Record) -> bool) -> Vec<i64> {
+        self.tables
+            .get(model)
+            .map(|table| table.rows.iter().filter(|(_, record)| predicate(record)).map(|(id, _)| *id).collect())
+            .unwrap_or_default()
+    }
+
     /// A stored value as kept in the record, `false` when absent.
     pub fn raw(&self, model: &str, id: i64, field: &str) -> Value {
         self.row(model, id).and_then(|record| record.get(field)).cloned().unwrap_or(Value::Bool(false))
@@ -207,7 +291,9 @@ impl OdooState {
         let id = table.next_id;
         let before = table.next_id;
         table.next_id += 1;
+        let keys = indexed_keys(model, &record);
         table.rows.insert(id, record);
+        self.indexes.add(model, id, keys);
         if let Some(journal) = self.journal.as_mut() {
             journal.push(JournalEntry::NextId { model, before });
             journal.push(JournalEntry::Row { model, id, before: None });
@@ -223,8 +309,14 @@ impl OdooState {
         if let Some(journal) = self.journal.as_mut() {
             journal.push(JournalEntry::Row { model, id, before: Some(record.clone()) });
         }
+        let old_keys = indexed_keys(model, record);
         for (field, value) in values {
             record.insert(field, value.clone());
+        }
+        let new_keys = indexed_keys(model, record);
+        if old_keys != new_keys {
+            self.indexes.remove(model, id, old_keys);
+            self.indexes.add(model, id, new_keys);
         }
     }
 
@@ -232,6 +324,7 @@ impl OdooState {
         let Some(record) = self.tables.get_mut(model).and_then(|table| table.rows.remove(&id)) else {
             return;
         };
+        self.indexes.remove(model, id, indexed_keys(model, &record));
         if let Some(journal) = self.journal.as_mut() {
             journal.push(JournalEntry::Row { model, id, before: Some(record) });
         }
@@ -909,4 +1002,14 @@ fn parse_commands(model: &ModelDef, field: &FieldDef, value: &Value) -> OdooResu
         });
     }
     Ok(commands)
+}
+
+/// A record's many2one (or integer) value.
+pub fn record_id(record: &Record, field: &str) -> Option<i64> {
+    record.get(field).and_then(Value::as_i64)
+}
+
+/// A record's text value.
+pub fn record_text<'a>(record: &'a Record, field: &str) -> Option<&'a str> {
+    record.get(field).and_then(Value::as_str)
 }
