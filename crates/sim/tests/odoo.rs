@@ -761,3 +761,207 @@ async fn ship_control_sets_tracking_and_validates() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn inventory_mode_counts_and_applies_on_the_existing_quant() {
+    let sim = start().await;
+    let product =
+        call(&sim, "product.product", "create", json!([{"name": "Counted", "type": "product"}]), json!({})).await;
+    let warehouse =
+        call(&sim, "stock.warehouse", "search_read", json!([[]]), json!({"fields": ["lot_stock_id"]})).await;
+    let stock = warehouse[0]["lot_stock_id"][0].clone();
+    let inventory = json!({"context": {"inventory_mode": true}});
+    let first = call(
+        &sim,
+        "stock.quant",
+        "create",
+        json!([{"product_id": product, "location_id": stock, "inventory_quantity": 4}]),
+        inventory.clone(),
+    )
+    .await;
+    let again = call(
+        &sim,
+        "stock.quant",
+        "create",
+        json!([{"product_id": product, "location_id": stock, "inventory_quantity": 9}]),
+        inventory.clone(),
+    )
+    .await;
+    assert_eq!(first, again, "inventory mode reuses the quant of the same product and location");
+    let quant = call(
+        &sim,
+        "stock.quant",
+        "read",
+        json!([[first], ["quantity", "inventory_quantity", "inventory_quantity_set", "inventory_diff_quantity"]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(quant[0]["inventory_quantity"], json!(9.0));
+    assert_eq!(quant[0]["inventory_quantity_set"], json!(true));
+    assert_eq!(quant[0]["inventory_diff_quantity"], json!(9.0));
+    call(&sim, "stock.quant", "action_apply_inventory", json!([[first]]), json!({})).await;
+    let applied = call(
+        &sim,
+        "stock.quant",
+        "read",
+        json!([[first], ["quantity", "available_quantity", "inventory_quantity_set"]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(applied[0]["quantity"], json!(9.0));
+    assert_eq!(applied[0]["available_quantity"], json!(9.0));
+    assert_eq!(applied[0]["inventory_quantity_set"], json!(false));
+    call(&sim, "stock.quant", "write", json!([[first], {"inventory_quantity_auto_apply": 2}]), inventory).await;
+    let auto = call(&sim, "stock.quant", "read", json!([[first], ["quantity"]]), json!({})).await;
+    assert_eq!(auto[0]["quantity"], json!(2.0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stock_per_warehouse_and_child_of_locations() {
+    let sim = start().await;
+    let second = call(&sim, "stock.warehouse", "create", json!([{"name": "Second", "code": "WH2"}]), json!({})).await;
+    let warehouses = call(
+        &sim,
+        "stock.warehouse",
+        "search_read",
+        json!([[]]),
+        json!({"fields": ["code", "lot_stock_id", "view_location_id"], "order": "id"}),
+    )
+    .await;
+    assert_eq!(warehouses[1]["lot_stock_id"][1], json!("WH2/Stock"));
+    let product =
+        call(&sim, "product.product", "create", json!([{"name": "Spread", "type": "product"}]), json!({})).await;
+    let inventory = json!({"context": {"inventory_mode": true}});
+    for (warehouse, quantity) in [(0, 5), (1, 7)] {
+        let location = warehouses[warehouse]["lot_stock_id"][0].clone();
+        call(
+            &sim,
+            "stock.quant",
+            "create",
+            json!([{"product_id": product, "location_id": location, "inventory_quantity_auto_apply": quantity}]),
+            inventory.clone(),
+        )
+        .await;
+    }
+    let total = call(&sim, "product.product", "read", json!([[product], ["qty_available"]]), json!({})).await;
+    assert_eq!(total[0]["qty_available"], json!(12.0));
+    let in_second = call(
+        &sim,
+        "product.product",
+        "read",
+        json!([[product], ["qty_available"]]),
+        json!({"context": {"warehouse": second}}),
+    )
+    .await;
+    assert_eq!(in_second[0]["qty_available"], json!(7.0));
+    let view = warehouses[1]["view_location_id"][0].clone();
+    let quants = call(
+        &sim,
+        "stock.quant",
+        "search_read",
+        json!([[["location_id", "child_of", view], ["product_id", "=", product]]]),
+        json!({"fields": ["quantity", "warehouse_id"]}),
+    )
+    .await;
+    assert_eq!(quants.as_array().map(Vec::len), Some(1));
+    assert_eq!(quants[0]["quantity"], json!(7.0));
+    assert_eq!(quants[0]["warehouse_id"][0], json!(second));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn pricelist_tiers_price_new_order_lines() {
+    let sim = start_seeded().await;
+    let wholesale = call(
+        &sim,
+        "res.partner",
+        "search_read",
+        json!([[["category_id.name", "=", "Wholesale"], ["parent_id", "=", false]]]),
+        json!({"fields": ["property_product_pricelist"], "limit": 1}),
+    )
+    .await;
+    let customer = wholesale[0]["id"].clone();
+    let variant = call(
+        &sim,
+        "product.product",
+        "search_read",
+        json!([[["default_code", "in", ["SKU-0001", "SKU-0001-S"]]]]),
+        json!({"fields": ["lst_price", "default_code"]}),
+    )
+    .await;
+    let variant_id = variant[0]["id"].clone();
+    let list_price = variant[0]["lst_price"].as_f64().expect("price");
+    let order = call(&sim, "sale.order", "create", json!([{"partner_id": customer, "order_line": [[0, 0, {"product_id": variant_id, "product_uom_qty": 1}], [0, 0, {"product_id": variant_id, "product_uom_qty": 10}], [0, 0, {"product_id": variant_id, "product_uom_qty": 50}]]}]), json!({})).await;
+    let lines = call(
+        &sim,
+        "sale.order.line",
+        "search_read",
+        json!([[["order_id", "=", order]]]),
+        json!({"fields": ["price_unit"], "order": "id"}),
+    )
+    .await;
+    let prices: Vec<f64> =
+        lines.as_array().expect("lines").iter().filter_map(|line| line["price_unit"].as_f64()).collect();
+    let expected: Vec<f64> = [10.0, 15.0, 25.0]
+        .iter()
+        .map(|percent| ((list_price * (1.0 - percent / 100.0)) * 100.0).round() / 100.0)
+        .collect();
+    assert_eq!(prices, expected);
+    let order_row = call(
+        &sim,
+        "sale.order",
+        "read",
+        json!([[order], ["pricelist_id", "partner_invoice_id", "partner_shipping_id"]]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(order_row[0]["pricelist_id"], wholesale[0]["property_product_pricelist"]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn name_search_fields_get_and_denied_access() {
+    let sim = start().await;
+    call(
+        &sim,
+        "res.partner",
+        "create",
+        json!([[{"name": "Zed Corp", "is_company": true}, {"name": "Zelda"}]]),
+        json!({}),
+    )
+    .await;
+    let found = call(&sim, "res.partner", "name_search", json!(["zed"]), json!({"limit": 5})).await;
+    assert_eq!(found.as_array().map(Vec::len), Some(1));
+    assert_eq!(found[0][1], json!("Zed Corp"));
+    let fields =
+        call(&sim, "sale.order", "fields_get", json!([]), json!({"attributes": ["type", "relation", "required"]}))
+            .await;
+    assert_eq!(fields["partner_id"], json!({"type": "many2one", "relation": "res.partner", "required": true}));
+    assert_eq!(fields["order_line"]["type"], json!("one2many"));
+    control(&sim, "access", json!({"model": "account.move", "operations": ["read"]})).await;
+    let denied = execute_kw(&sim, "account.move", "search_read", json!([[]]), json!({})).await;
+    assert_eq!(denied["error"]["data"]["name"], json!("odoo.exceptions.AccessError"));
+    assert!(denied["error"]["data"]["message"].as_str().is_some_and(|message| {
+        message.starts_with("You are not allowed to access 'Journal Entry' (account.move) records.")
+    }));
+    let (status, body) = json2(&sim, "account.move", "search", json!({"domain": []})).await;
+    assert_eq!((status, body["name"].clone()), (403, json!("odoo.exceptions.AccessError")));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_trigger_the_cooldown() {
+    let sim = start().await;
+    for _ in 0..5 {
+        assert_eq!(
+            rpc(&sim, "common", "authenticate", json!([DB, "admin", "wrong", {}])).await["result"],
+            json!(false)
+        );
+    }
+    // The right password is refused too while cooling down.
+    assert_eq!(rpc(&sim, "common", "authenticate", json!([DB, "admin", PASSWORD, {}])).await["result"], json!(false));
+    control(&sim, "clock", json!({"advance_seconds": 61})).await;
+    assert_eq!(rpc(&sim, "common", "authenticate", json!([DB, "admin", PASSWORD, {}])).await["result"], json!(2));
+    sim.shutdown().await;
+}

@@ -127,6 +127,7 @@ pub fn compute(
             let stock = cache.stock(state, ctx);
             json!(variants.iter().map(|variant| stock.get(variant).map_or(0.0, |entry| entry.0)).sum::<f64>())
         }
+        ("stock.quant", "inventory_quantity_auto_apply") => json!(state.raw_f64(model.name, id, "quantity")),
         ("stock.quant", "available_quantity") => {
             json!(state.raw_f64(model.name, id, "quantity") - state.raw_f64(model.name, id, "reserved_quantity"))
         }
@@ -242,6 +243,55 @@ pub fn display_name(state: &OdooState, model: &str, id: i64) -> String {
     }
 }
 
+/// `stock.quant.create` in inventory mode updates the quant of the same product and location
+/// instead of adding one, and returns it.
+pub fn merge_on_create(
+    state: &mut OdooState,
+    model: &'static ModelDef,
+    vals: &Map<String, Value>,
+    ctx: &Context,
+) -> OdooResult<Option<i64>> {
+    let inventory_keys = ["inventory_quantity", "inventory_quantity_auto_apply"];
+    if model.name != "stock.quant" || !ctx.inventory_mode || !inventory_keys.iter().any(|key| vals.contains_key(*key)) {
+        return Ok(None);
+    }
+    let (Some(product), Some(location)) =
+        (vals.get("product_id").and_then(Value::as_i64), vals.get("location_id").and_then(Value::as_i64))
+    else {
+        return Ok(None);
+    };
+    let existing = state
+        .lookup("stock.quant", "product_id", &json!(product))
+        .into_iter()
+        .find(|quant| state.raw_id("stock.quant", *quant, "location_id") == Some(location));
+    let Some(existing) = existing else { return Ok(None) };
+    let mut update = Map::new();
+    for key in inventory_keys {
+        if let Some(value) = vals.get(key) {
+            update.insert(key.into(), value.clone());
+        }
+    }
+    state.write("stock.quant", &[existing], &update, ctx)?;
+    Ok(Some(existing))
+}
+
+/// Rewrites written values the way Odoo's inverses do: a counted quantity marks the quant as
+/// counted, and `inventory_quantity_auto_apply` sets the quantity at once (inventory mode only).
+pub fn prepare_write(model: &'static ModelDef, vals: &Map<String, Value>, ctx: &Context) -> Map<String, Value> {
+    let mut prepared = vals.clone();
+    if model.name == "stock.quant" {
+        if let Some(value) = prepared.remove("inventory_quantity_auto_apply")
+            && ctx.inventory_mode
+        {
+            prepared.insert("quantity".into(), value);
+        }
+        if prepared.contains_key("inventory_quantity") && !prepared.contains_key("inventory_quantity_set") {
+            prepared.insert("inventory_quantity_set".into(), Value::Bool(true));
+        }
+    }
+    prepared
+}
+
 /// Fills what Odoo computes before inserting: sequences, addresses, prices, descriptions.
 pub fn prepare_create(
     state: &mut OdooState,
@@ -337,6 +387,10 @@ pub fn prepare_create(
             {
                 vals.insert("name".into(), json!(display_name(state, "product.product", product)));
             }
+        }
+        "stock.quant" => {
+            let prepared = prepare_write(model, vals, _ctx);
+            *vals = prepared;
         }
         "stock.picking" if vals.get("name").and_then(Value::as_str).is_none_or(|name| name == "/") => {
             let number = state.next_sequence("stock.picking.out");

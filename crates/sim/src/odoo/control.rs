@@ -254,6 +254,41 @@ pub async fn post_clock(State(shared): State<Arc<Shared>>, body: axum::body::Byt
 }
 
 #[derive(Debug, Deserialize)]
+struct AccessRequest {
+    model: String,
+    #[serde(default = "all_operations")]
+    operations: Vec<String>,
+}
+
+fn all_operations() -> Vec<String> {
+    ["read", "write", "create", "unlink"].into_iter().map(str::to_owned).collect()
+}
+
+/// Denies operations on a model to the API user: calls then fail with AccessError.
+pub async fn deny_access(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let request: AccessRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return bad_request(format!("parsing access request: {error}")),
+    };
+    if model_def(&request.model).is_err() {
+        return bad_request(format!("unknown model {}", request.model));
+    }
+    let mut state = shared.lock();
+    for operation in request.operations {
+        if !matches!(operation.as_str(), "read" | "write" | "create" | "unlink") {
+            return bad_request(format!("unknown operation {operation}: expected read, write, create or unlink"));
+        }
+        state.denied.push((request.model.clone(), operation));
+    }
+    Json(json!({"denied": state.denied})).into_response()
+}
+
+pub async fn clear_access(State(shared): State<Arc<Shared>>) -> Response {
+    shared.lock().denied.clear();
+    Json(json!({"ok": true})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
 struct ShipRequest {
     #[serde(default)]
     order_ids: Option<Vec<i64>>,

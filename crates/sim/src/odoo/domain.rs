@@ -157,7 +157,14 @@ fn parse_leaf(model: &'static ModelDef, item: &Value, term: &[Value]) -> OdooRes
             current = comodel;
         }
     }
-    if matches!(operator, Operator::ChildOf | Operator::ParentOf) && current.parent_field.is_none() && path.len() == 1 {
+    let last = path[path.len() - 1];
+    let hierarchy = match last.kind.comodel() {
+        Some(comodel) => registry().model(comodel),
+        None => Some(current),
+    };
+    if matches!(operator, Operator::ChildOf | Operator::ParentOf)
+        && hierarchy.is_none_or(|model| model.parent_field.is_none())
+    {
         // Odoo falls back to plain `in` when the model has no hierarchy.
         return Ok(Domain::Leaf { path, operator: Operator::In, value: term[2].clone() });
     }
@@ -165,6 +172,36 @@ fn parse_leaf(model: &'static ModelDef, item: &Value, term: &[Value]) -> OdooRes
 }
 
 impl Domain {
+    /// Ids that may match, taken from an index when the domain requires an indexed field to
+    /// equal a value (or one of a list); `None` when every record must be examined. The full
+    /// domain is still evaluated on the candidates.
+    pub fn candidates(&self, state: &OdooState, model: &ModelDef) -> Option<Vec<i64>> {
+        match self {
+            Domain::And(left, right) => left.candidates(state, model).or_else(|| right.candidates(state, model)),
+            Domain::Leaf { path, operator, value } if path.len() == 1 && state.is_indexed(model.name, path[0].name) => {
+                let values: Vec<&Value> = match (operator, value) {
+                    (Operator::Equal, Value::String(_) | Value::Number(_)) => vec![value],
+                    (Operator::In, Value::Array(items))
+                        if items.iter().all(|item| matches!(item, Value::String(_) | Value::Number(_))) =>
+                    {
+                        items.iter().collect()
+                    }
+                    _ => return None,
+                };
+                // A string compared with a many2one is a name search, which no index answers.
+                if matches!(path[0].kind, FieldKind::Many2one(_)) && values.iter().any(|value| value.is_string()) {
+                    return None;
+                }
+                let mut ids: Vec<i64> =
+                    values.into_iter().flat_map(|value| state.lookup(model.name, path[0].name, value)).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                Some(ids)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the domain names `field` at its top model, which switches off `active_test`.
     pub fn mentions(&self, field: &str) -> bool {
         match self {

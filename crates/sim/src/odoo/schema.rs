@@ -479,6 +479,7 @@ fn build_registry() -> Registry {
                 float("inventory_quantity", "Counted Quantity"),
                 boolean("inventory_quantity_set", "Inventory Quantity Set"),
                 float("inventory_diff_quantity", "Difference").computed(),
+                float("inventory_quantity_auto_apply", "Inventoried Quantity").computed(),
                 date("inventory_date", "Scheduled Date"),
             ],
         ),

@@ -38,6 +38,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/touch", post(control::post_touch))
         .route("/_sim/clock", post(control::post_clock))
         .route("/_sim/ship", post(control::post_ship))
+        .route("/_sim/access", post(control::deny_access).delete(control::clear_access))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
@@ -154,15 +155,16 @@ async fn jsonrpc(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let result = match (service.as_str(), method.as_str()) {
         ("common", "version") => Ok(version_info(&shared.version)),
         ("common", "authenticate" | "login") => {
-            let state = shared.lock();
+            let mut state = shared.lock();
             let db = args.first().and_then(Value::as_str).unwrap_or_default();
             let login = args.get(1).and_then(Value::as_str).unwrap_or_default();
             let password = args.get(2).and_then(Value::as_str).unwrap_or_default();
             if db != state.db {
                 Err(unknown_database(db))
-            } else if login == state.login && (password == state.password || password == state.api_key) {
+            } else if state.check_login(db, login, password) {
                 Ok(json!(state.uid))
             } else {
+                // `exp_authenticate` turns AccessDenied (wrong password, cooldown) into False.
                 Ok(Value::Bool(false))
             }
         }
@@ -504,6 +506,13 @@ pub fn execute(state: &mut OdooState, call: &Call) -> OdooResult<Value> {
     let params = &call.params;
     let ctx = &call.ctx;
     let ids = call.ids.clone().unwrap_or_default();
+    let operation = match call.method.as_str() {
+        "search" | "search_count" | "search_read" | "read" | "fields_get" | "name_search" | "context_get" => "read",
+        "create" => "create",
+        "unlink" => "unlink",
+        _ => "write",
+    };
+    state.check_access(model, operation)?;
     let empty = Value::Array(Vec::new());
     let domain = params.get("domain").unwrap_or(&empty);
     let order = params.get("order").and_then(Value::as_str);
@@ -622,7 +631,7 @@ async fn session_authenticate(State(shared): State<Arc<Shared>>, body: Bytes) ->
     let text = |name: &str| params.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
     let (db, login, password) = (text("db"), text("login"), text("password"));
     let mut state = shared.lock();
-    if db != state.db || login != state.login || (password != state.password && password != state.api_key) {
+    if !state.check_login(&db, &login, &password) {
         return json_response(StatusCode::OK, &OdooError::access_denied().jsonrpc_envelope(&id));
     }
     let session = format!("{:040x}", rand::random::<u128>());

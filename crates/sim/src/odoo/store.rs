@@ -15,6 +15,10 @@ use super::schema::{DefaultValue, FieldDef, FieldKind, ModelDef, registry};
 
 pub type Record = BTreeMap<&'static str, Value>;
 
+/// Odoo's defaults for `base.login_cooldown_after` and `base.login_cooldown_duration`.
+pub const LOGIN_COOLDOWN_AFTER: u32 = 5;
+pub const LOGIN_COOLDOWN_SECONDS: i64 = 60;
+
 /// Odoo's datetime format: naive UTC, second precision.
 pub const DATETIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 pub const DATE_FORMAT: &str = "%Y-%m-%d";
@@ -99,6 +103,12 @@ pub struct OdooState {
     /// Set while a variant creates its own template, which then must not add a default variant.
     pub skip_default_variant: bool,
     indexes: Indexes,
+    /// (model, operation) pairs the simulated user may not perform: `read`, `write`,
+    /// `create` or `unlink`.
+    pub denied: Vec<(String, String)>,
+    /// Failed logins in a row and when the last one happened, for Odoo's login cooldown.
+    pub login_failures: u32,
+    pub last_login_failure: Option<NaiveDateTime>,
 }
 
 /// The fields looked up by value on every create (uniqueness checks, children of a parent):
@@ -177,7 +187,53 @@ impl OdooState {
             batch_position: 0,
             skip_default_variant: false,
             indexes: Indexes::default(),
+            denied: Vec::new(),
+            login_failures: 0,
+            last_login_failure: None,
         }
+    }
+
+    /// Checks a login the way `res.users._login` does: after `LOGIN_COOLDOWN_AFTER` failures
+    /// in a row, every attempt (even a right one) fails for `LOGIN_COOLDOWN_SECONDS`.
+    pub fn check_login(&mut self, db: &str, login: &str, password: &str) -> bool {
+        let now = self.clock.now();
+        let cooling = self.login_failures >= LOGIN_COOLDOWN_AFTER
+            && self.last_login_failure.is_some_and(|last| (now - last).num_seconds() < LOGIN_COOLDOWN_SECONDS);
+        if cooling {
+            return false;
+        }
+        let accepted = db == self.db && login == self.login && (password == self.password || password == self.api_key);
+        if accepted {
+            self.login_failures = 0;
+        } else {
+            self.login_failures += 1;
+            self.last_login_failure = Some(now);
+        }
+        accepted
+    }
+
+    /// Refuses an operation denied through the control API, with Odoo's access message.
+    pub fn check_access(&self, model: &ModelDef, operation: &str) -> OdooResult<()> {
+        if !self
+            .denied
+            .iter()
+            .any(|(denied_model, denied_operation)| denied_model == model.name && denied_operation == operation)
+        {
+            return Ok(());
+        }
+        let verb = match operation {
+            "read" => "access",
+            "write" => "modify",
+            "create" => "create",
+            _ => "delete",
+        };
+        Err(OdooError::new(
+            super::error::ErrorKind::AccessError,
+            format!(
+                "You are not allowed to {verb} '{}' ({}) records.\n\nThis operation is allowed for the following groups:\n\t- Administration/Settings\n\nContact your administrator to request access if necessary.",
+                model.description, model.name
+            ),
+        ))
     }
 
     // ---- transactions -------------------------------------------------------------------
@@ -237,6 +293,10 @@ impl OdooState {
 
     pub fn ids(&self, model: &str) -> Vec<i64> {
         self.tables.get(model).map(|table| table.rows.keys().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn is_indexed(&self, model: &str, field: &str) -> bool {
+        INDEXED_FIELDS.iter().any(|(indexed_model, indexed_field)| *indexed_model == model && *indexed_field == field)
     }
 
     /// Ids of the records whose indexed `field` holds `value` (see `INDEXED_FIELDS`); other
@@ -419,8 +479,8 @@ impl OdooState {
         let terms =
             domain::parse_order(model, order.filter(|text| !text.trim().is_empty()).unwrap_or(model.default_order))?;
         let mut cache = ComputeCache::default();
-        let mut ids: Vec<i64> = self
-            .ids(model.name)
+        let candidates = parsed.candidates(self, model).unwrap_or_else(|| self.ids(model.name));
+        let mut ids: Vec<i64> = candidates
             .into_iter()
             .filter(|id| !filter_active || self.raw(model.name, *id, "active") != Value::Bool(false))
             .filter(|id| parsed.matches(self, model, *id, ctx, &mut cache))
@@ -513,6 +573,9 @@ impl OdooState {
                 return Err(OdooError::invalid_field(model.name, key));
             }
         }
+        if let Some(existing) = business::merge_on_create(self, model, &vals, ctx)? {
+            return Ok(existing);
+        }
         business::prepare_create(self, model, &mut vals, ctx)?;
         let now = self.clock.now();
         for field in &model.fields {
@@ -580,6 +643,8 @@ impl OdooState {
                 return Err(OdooError::invalid_field(model.name, key));
             }
         }
+        let prepared = business::prepare_write(model, vals, ctx);
+        let vals = &prepared;
         business::check_write(self, model, ids, vals, ctx)?;
         let now_text = self.clock.now_text();
         for id in ids {
