@@ -965,3 +965,99 @@ async fn repeated_failed_logins_trigger_the_cooldown() {
     assert_eq!(rpc(&sim, "common", "authenticate", json!([DB, "admin", PASSWORD, {}])).await["result"], json!(2));
     sim.shutdown().await;
 }
+
+async fn reqwest_get_json(sim: &RunningOdooSim, path: &str) -> Value {
+    client().get(format!("{}/_sim/{path}", sim.base_url())).send().await.expect("request").json().await.expect("json")
+}
+
+/// A receiver for webhooks: answers 200 and hands each body over.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read until the headers and the announced body are in.
+            while let Ok(read) = stream.read(&mut chunk).await {
+                if read == 0 {
+                    break;
+                }
+                buffer.extend_from_slice(&chunk[..read]);
+                let text = String::from_utf8_lossy(&buffer).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|value| value.trim().to_owned())
+                        })
+                        .and_then(|value| value.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        let _ = sender.send(serde_json::from_str::<Value>(body).unwrap_or(Value::Null));
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+        }
+    });
+    (url, receiver)
+}
+
+async fn next_webhook(receiver: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), receiver.recv())
+        .await
+        .expect("a webhook arrives")
+        .expect("open channel")
+}
+
+#[tokio::test]
+async fn automation_webhooks_with_duplicates_and_reordering() {
+    let sim = start().await;
+    let (url, mut received) = webhook_receiver().await;
+    let rule = control(
+        &sim,
+        "webhooks",
+        json!({"url": url, "model": "res.partner", "trigger": "on_create_or_write", "fields": ["name", "parent_id"]}),
+    )
+    .await;
+    let company =
+        call(&sim, "res.partner", "create", json!([{"name": "Hook Co", "is_company": true}]), json!({})).await;
+    let first = next_webhook(&mut received).await;
+    assert_eq!(first["_model"], json!("res.partner"));
+    assert_eq!(first["_id"], company);
+    assert_eq!(first["id"], company);
+    assert_eq!(first["_action"], json!(format!("Send Webhook Notification(#{})", rule["id"])));
+    assert_eq!(first["name"], json!("Hook Co"));
+    assert_eq!(first["parent_id"], json!(false));
+    // A failed call sends nothing: its transaction is rolled back.
+    let failed =
+        execute_kw(&sim, "res.partner", "create", json!([[{"name": "ok"}, {"type": "contact"}]]), json!({})).await;
+    assert!(failed.get("error").is_some());
+
+    control(&sim, "webhooks/faults", json!({"duplicate": 1})).await;
+    let child = call(&sim, "res.partner", "create", json!([{"name": "Child", "parent_id": company}]), json!({})).await;
+    let once = next_webhook(&mut received).await;
+    let twice = next_webhook(&mut received).await;
+    assert_eq!(once, twice);
+    assert_eq!(once["parent_id"], company, "many2one values are bare ids (read with load=None)");
+    assert_eq!(once["_id"], child);
+
+    control(&sim, "webhooks/faults", json!({"reorder": 1})).await;
+    call(&sim, "res.partner", "write", json!([[company], {"name": "First write"}]), json!({})).await;
+    call(&sim, "res.partner", "write", json!([[company], {"name": "Second write"}]), json!({})).await;
+    assert_eq!(next_webhook(&mut received).await["name"], json!("Second write"));
+    assert_eq!(next_webhook(&mut received).await["name"], json!("First write"), "the held delivery arrives late");
+    let log = reqwest_get_json(&sim, "webhooks").await;
+    assert!(
+        log["deliveries"]
+            .as_array()
+            .is_some_and(|deliveries| deliveries.iter().all(|delivery| delivery["status"] == json!(200)))
+    );
+    sim.shutdown().await;
+}

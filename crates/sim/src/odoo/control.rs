@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::seed::{SeedConfig, seed};
 use super::store::{Context, format_datetime, model_def, parse_datetime};
+use super::webhook::{WebhookFaults, WebhookRule};
 
 /// Calls per `model.method`, for assertions such as "no write happened".
 #[derive(Debug, Clone, Default, Serialize)]
@@ -253,6 +254,44 @@ pub async fn post_clock(State(shared): State<Arc<Shared>>, body: axum::body::Byt
     Json(json!({"now": state.clock.now_text()})).into_response()
 }
 
+/// Registers an automation rule that posts a webhook; answers the rule with its id.
+pub async fn add_webhook(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let rule: WebhookRule = match serde_json::from_slice(&body) {
+        Ok(rule) => rule,
+        Err(error) => return bad_request(format!("parsing webhook rule: {error}")),
+    };
+    let Ok(model) = model_def(&rule.model) else { return bad_request(format!("unknown model {}", rule.model)) };
+    if let Some(unknown) = rule.fields.iter().find(|field| model.field(field).is_none()) {
+        return bad_request(format!("unknown field {unknown} on {}", rule.model));
+    }
+    if !rule.url.starts_with("http://") {
+        return bad_request("url must start with http://");
+    }
+    let added = shared.lock().webhooks.add_rule(rule);
+    Json(added).into_response()
+}
+
+/// The rules, the faults left and the results of past deliveries.
+pub async fn get_webhooks(State(shared): State<Arc<Shared>>) -> Response {
+    let state = shared.lock();
+    Json(json!({"rules": state.webhooks.rules, "faults": state.webhooks.faults, "deliveries": state.webhooks.log}))
+        .into_response()
+}
+
+pub async fn clear_webhooks(State(shared): State<Arc<Shared>>) -> Response {
+    shared.lock().webhooks = Default::default();
+    Json(json!({"ok": true})).into_response()
+}
+
+pub async fn set_webhook_faults(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let faults: WebhookFaults = match serde_json::from_slice(&body) {
+        Ok(faults) => faults,
+        Err(error) => return bad_request(format!("parsing webhook faults: {error}")),
+    };
+    shared.lock().webhooks.faults = faults.clone();
+    Json(faults).into_response()
+}
+
 #[derive(Debug, Deserialize)]
 struct AccessRequest {
     model: String,
@@ -346,5 +385,6 @@ pub async fn post_ship(State(shared): State<Arc<Shared>>, body: axum::body::Byte
         shipped.push(json!({"picking_id": picking, "carrier_tracking_ref": tracking}));
     }
     state.commit();
+    super::webhook::flush(&shared, &mut state);
     Json(Value::Array(shipped)).into_response()
 }

@@ -10,6 +10,7 @@
 //! - `server`: the HTTP routes, method binding and error shapes.
 //! - `control`: `/_sim/` routes, faults and counters.
 //! - `seed`: the deterministic seed data.
+//! - `webhook`: automation-rule webhooks sent after commit, with delivery faults.
 
 pub mod business;
 pub mod control;
@@ -19,6 +20,7 @@ pub mod schema;
 pub mod seed;
 pub mod server;
 pub mod store;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -82,6 +84,7 @@ pub struct Shared {
     state: Mutex<OdooState>,
     shutdown: watch::Receiver<bool>,
     version: String,
+    webhook_sender: tokio::sync::mpsc::Sender<webhook::Delivery>,
 }
 
 impl Shared {
@@ -98,7 +101,9 @@ pub fn reset(state: &mut OdooState) -> Result<(), OdooError> {
     let faults = std::mem::take(&mut state.faults);
     let clock = state.clock.clone();
     let sessions = std::mem::take(&mut state.sessions);
+    let webhooks = std::mem::take(&mut state.webhooks);
     *state = fresh;
+    state.webhooks = webhooks;
     state.faults = faults;
     state.clock = clock;
     state.sessions = sessions;
@@ -121,11 +126,15 @@ impl OdooSim {
             .map_err(|source| OdooSimError::Bind { address: config.bind, source })?;
         let address = listener.local_addr().map_err(|source| OdooSimError::Bind { address: config.bind, source })?;
         let (shutdown_sender, shutdown_receiver) = watch::channel(false);
+        let (webhook_sender, webhook_receiver) = tokio::sync::mpsc::channel(webhook::QUEUE_CAPACITY);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             shutdown: shutdown_receiver.clone(),
             version: config.server_version,
+            webhook_sender,
         });
+        let webhook_task =
+            tokio::spawn(webhook::run_worker(shared.clone(), webhook_receiver, shutdown_receiver.clone()));
         let app = server::router(shared.clone());
         let mut stop = shutdown_receiver;
         let task = tokio::spawn(async move {
@@ -139,7 +148,7 @@ impl OdooSim {
             }
         });
         tracing::info!(address = %address, "Odoo simulator listening.");
-        Ok(RunningOdooSim { address, shared, shutdown: shutdown_sender, task: Some(task) })
+        Ok(RunningOdooSim { address, shared, shutdown: shutdown_sender, tasks: vec![task, webhook_task] })
     }
 }
 
@@ -148,7 +157,7 @@ pub struct RunningOdooSim {
     address: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningOdooSim {
@@ -183,7 +192,7 @@ impl RunningOdooSim {
     /// Stops accepting connections, ends hanging requests and waits for the server task.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
     }

@@ -117,6 +117,8 @@ pub fn seed(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSummar
     state.clock.frozen = Some(parse_datetime(&config.start).unwrap_or_default());
     let result = seed_records(state, config);
     state.clock = saved_clock;
+    // Seeding is not an API call: automation rules do not fire for it.
+    state.webhooks.outbox.clear();
     result
 }
 

@@ -39,6 +39,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/clock", post(control::post_clock))
         .route("/_sim/ship", post(control::post_ship))
         .route("/_sim/access", post(control::deny_access).delete(control::clear_access))
+        .route("/_sim/webhooks", get(control::get_webhooks).post(control::add_webhook).delete(control::clear_webhooks))
+        .route("/_sim/webhooks/faults", post(control::set_webhook_faults))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
@@ -119,7 +121,10 @@ fn run_call(shared: &Shared, call: &Call) -> OdooResult<Value> {
     state.begin();
     let result = execute(&mut state, call);
     match result {
-        Ok(_) => state.commit(),
+        Ok(_) => {
+            state.commit();
+            super::webhook::flush(shared, &mut state);
+        }
         Err(_) => state.rollback(),
     }
     result

@@ -12,6 +12,7 @@ use super::control::{Counters, Faults};
 use super::domain::{self, ids_of};
 use super::error::{OdooError, OdooResult};
 use super::schema::{DefaultValue, FieldDef, FieldKind, ModelDef, registry};
+use super::webhook::{self, Trigger, Webhooks};
 
 pub type Record = BTreeMap<&'static str, Value>;
 
@@ -109,6 +110,7 @@ pub struct OdooState {
     /// Failed logins in a row and when the last one happened, for Odoo's login cooldown.
     pub login_failures: u32,
     pub last_login_failure: Option<NaiveDateTime>,
+    pub webhooks: Webhooks,
 }
 
 /// The fields looked up by value on every create (uniqueness checks, children of a parent):
@@ -190,6 +192,7 @@ impl OdooState {
             denied: Vec::new(),
             login_failures: 0,
             last_login_failure: None,
+            webhooks: Webhooks::default(),
         }
     }
 
@@ -248,6 +251,8 @@ impl OdooState {
 
     /// Undoes everything since `begin`, newest first.
     pub fn rollback(&mut self) {
+        // Deliveries of a rolled-back call never leave.
+        self.webhooks.outbox.clear();
         let Some(entries) = self.journal.take() else {
             return;
         };
@@ -629,6 +634,7 @@ impl OdooState {
             }
         }
         business::after_create(self, model, id, &vals, ctx)?;
+        webhook::enqueue(self, model.name, id, Trigger::OnCreate);
         Ok(id)
     }
 
@@ -671,6 +677,9 @@ impl OdooState {
             self.set_raw(model.name, *id, &scalars);
         }
         business::after_write(self, model, ids, vals, ctx)?;
+        for id in ids {
+            webhook::enqueue(self, model.name, *id, Trigger::OnWrite);
+        }
         Ok(())
     }
 
@@ -681,6 +690,9 @@ impl OdooState {
             return Err(OdooError::missing(model.name, &missing));
         }
         let recompute = business::before_unlink(self, model, ids)?;
+        for id in ids {
+            webhook::enqueue(self, model.name, *id, Trigger::OnUnlink);
+        }
         for id in ids {
             self.unlink_cascade(model, *id)?;
         }
