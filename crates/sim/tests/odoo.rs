@@ -1061,3 +1061,54 @@ async fn automation_webhooks_with_duplicates_and_reordering() {
     );
     sim.shutdown().await;
 }
+
+async fn xmlrpc(sim: &RunningOdooSim, service: &str, body: &str) -> String {
+    let response = client()
+        .post(format!("{}/xmlrpc/2/{service}", sim.base_url()))
+        .header("Content-Type", "text/xml")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "XML-RPC answers faults over HTTP 200");
+    response.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn xmlrpc_calls_and_faults() {
+    let sim = start().await;
+    let authenticate = "<?xml version='1.0'?><methodCall><methodName>authenticate</methodName><params>\
+        <param><value><string>odoo</string></value></param><param><value><string>admin</string></value></param>\
+        <param><value><string>admin</string></value></param><param><value><struct></struct></value></param>\
+        </params></methodCall>";
+    assert!(xmlrpc(&sim, "common", authenticate).await.contains("<value><int>2</int></value>"));
+    let search_read = "<?xml version='1.0'?><methodCall><methodName>execute_kw</methodName><params>\
+        <param><value><string>odoo</string></value></param><param><value><int>2</int></value></param>\
+        <param><value><string>admin</string></value></param><param><value><string>res.country</string></value></param>\
+        <param><value><string>search_read</string></value></param>\
+        <param><value><array><data><value><array><data><value><array><data>\
+        <value><string>code</string></value><value><string>=</string></value><value><string>DE</string></value>\
+        </data></array></value></data></array></value></data></array></value></param>\
+        <param><value><struct><member><name>fields</name><value><array><data><value><string>name</string></value></data></array></value></member></struct></value></param>\
+        </params></methodCall>";
+    let answer = xmlrpc(&sim, "object", search_read).await;
+    assert!(answer.contains("<name>name</name>\n<value><string>Germany</string></value>"), "{answer}");
+    let denied = search_read.replace(
+        "<param><value><string>admin</string></value></param><param><value><string>res.country",
+        "<param><value><string>bad</string></value></param><param><value><string>res.country",
+    );
+    let fault = xmlrpc(&sim, "object", &denied).await;
+    assert!(
+        fault.contains("<fault>") && fault.contains("<name>faultCode</name>\n<value><int>3</int></value>"),
+        "{fault}"
+    );
+    let missing = "<?xml version='1.0'?><methodCall><methodName>execute_kw</methodName><params>\
+        <param><value><string>odoo</string></value></param><param><value><int>2</int></value></param>\
+        <param><value><string>admin</string></value></param><param><value><string>res.country</string></value></param>\
+        <param><value><string>read</string></value></param>\
+        <param><value><array><data><value><array><data><value><int>999</int></value></data></array></value></data></array></value></param>\
+        </params></methodCall>";
+    let fault = xmlrpc(&sim, "object", missing).await;
+    assert!(fault.contains("<value><int>2</int></value>"), "MissingError is a user error: {fault}");
+    sim.shutdown().await;
+}

@@ -1,13 +1,15 @@
 //! Odoo simulator: an HTTP server on 127.0.0.1 speaking Odoo's external APIs (JSON-RPC at
-//! `/jsonrpc`, JSON-2 at `/json/2/<model>/<method>`) over an in-memory ORM with the models a
-//! shop sync touches (products and variants, pricelists, stock, partners, sales orders,
-//! transfers, invoices), plus a control API under `/_sim/` for seeding and fault injection.
+//! `/jsonrpc`, XML-RPC at `/xmlrpc/2/*`, JSON-2 at `/json/2/<model>/<method>`) over an
+//! in-memory ORM with the models a shop sync touches (products and variants, pricelists,
+//! stock, partners, sales orders, transfers, invoices), plus a control API under `/_sim/` for
+//! seeding and fault injection.
 //!
 //! - `schema`: the models and their typed fields.
 //! - `store`: the generic record store (search, read, create, write, unlink, x2many commands).
 //! - `domain`: the domain language and `order`.
 //! - `business`: computed fields, defaults, constraints, workflow methods, the invoice PDF.
 //! - `server`: the HTTP routes, method binding and error shapes.
+//! - `xmlrpc`: the XML-RPC reader and writer for `/xmlrpc/2/*`.
 //! - `control`: `/_sim/` routes, faults and counters.
 //! - `seed`: the deterministic seed data.
 //! - `webhook`: automation-rule webhooks sent after commit, with delivery faults.
@@ -21,6 +23,7 @@ pub mod seed;
 pub mod server;
 pub mod store;
 pub mod webhook;
+pub mod xmlrpc;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -27,6 +27,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/jsonrpc", post(jsonrpc))
         .route("/json/2/{model}/{method}", any(json2))
+        .route("/xmlrpc/2/{service}", post(xmlrpc))
         .route("/web/version", get(web_version))
         .route("/web/session/authenticate", post(session_authenticate))
         .route("/report/pdf/{report}/{docids}", get(report_pdf))
@@ -146,18 +147,38 @@ async fn jsonrpc(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let method = params.get("method").and_then(Value::as_str).unwrap_or_default().to_owned();
     let args: Vec<Value> = params.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
 
-    let (model_for_faults, method_for_faults) = match (service.as_str(), method.as_str()) {
-        ("object", "execute_kw" | "execute") => (
-            args.get(3).and_then(Value::as_str).unwrap_or_default().to_owned(),
-            args.get(4).and_then(Value::as_str).unwrap_or_default().to_owned(),
-        ),
-        _ => (service.clone(), method.clone()),
-    };
-    let outcome = before_call(&shared, &model_for_faults, &method_for_faults).await;
+    let outcome = before_service_call(&shared, &service, &method, &args).await;
     if let FaultOutcome::Answer(answer) = outcome {
         return answer;
     }
-    let result = match (service.as_str(), method.as_str()) {
+    let result = dispatch_service(&shared, &service, &method, &args);
+    let envelope = match result {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(error) => error.jsonrpc_envelope(&id),
+    };
+    let body = serde_json::to_vec(&envelope).unwrap_or_default();
+    let answer = response(StatusCode::OK, "application/json", body.clone());
+    match outcome {
+        FaultOutcome::Truncate => truncate(answer, body),
+        _ => answer,
+    }
+}
+
+/// Counts the call under the model and method it targets and applies faults.
+async fn before_service_call(shared: &Shared, service: &str, method: &str, args: &[Value]) -> FaultOutcome {
+    match (service, method) {
+        ("object", "execute_kw" | "execute") => {
+            let model = args.get(3).and_then(Value::as_str).unwrap_or_default();
+            let model_method = args.get(4).and_then(Value::as_str).unwrap_or_default();
+            before_call(shared, model, model_method).await
+        }
+        _ => before_call(shared, service, method).await,
+    }
+}
+
+/// The `common`, `object` and `db` services, shared by JSON-RPC and XML-RPC.
+fn dispatch_service(shared: &Shared, service: &str, method: &str, args: &[Value]) -> OdooResult<Value> {
+    match (service, method) {
         ("common", "version") => Ok(version_info(&shared.version)),
         ("common", "authenticate" | "login") => {
             let mut state = shared.lock();
@@ -174,21 +195,38 @@ async fn jsonrpc(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             }
         }
         ("db", "list") => Ok(json!([shared.lock().db.clone()])),
-        ("object", "execute_kw" | "execute") => object_call(&shared, &method, &args),
+        ("object", "execute_kw" | "execute") => object_call(shared, method, args),
         ("common" | "object" | "db", _) => Err(OdooError::new(
             ErrorKind::AttributeError,
             format!("module 'odoo.service.{service}' has no attribute 'exp_{method}'"),
         )),
         _ => Err(OdooError::new(ErrorKind::KeyError, format!("'{service}'"))),
+    }
+}
+
+// ---- XML-RPC -------------------------------------------------------------------------------
+
+async fn xmlrpc(State(shared): State<Arc<Shared>>, Path(service): Path<String>, body: Bytes) -> Response {
+    let xml = |body: String| response(StatusCode::OK, "text/xml; charset=utf-8", body.into_bytes());
+    let text = String::from_utf8_lossy(&body);
+    let (method, args) = match super::xmlrpc::parse_method_call(&text) {
+        Ok(call) => call,
+        Err(error) => {
+            return xml(super::xmlrpc::fault(1, &format!("ExpatError: {error}")));
+        }
     };
-    let envelope = match result {
-        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Err(error) => error.jsonrpc_envelope(&id),
+    let outcome = before_service_call(&shared, &service, &method, &args).await;
+    if let FaultOutcome::Answer(answer) = outcome {
+        return answer;
+    }
+    let body = match dispatch_service(&shared, &service, &method, &args) {
+        Ok(value) => super::xmlrpc::method_response(&value),
+        Err(error) => super::xmlrpc::fault_for(&error),
     };
-    let body = serde_json::to_vec(&envelope).unwrap_or_default();
-    let answer = response(StatusCode::OK, "application/json", body.clone());
+    let bytes = body.clone().into_bytes();
+    let answer = xml(body);
     match outcome {
-        FaultOutcome::Truncate => truncate(answer, body),
+        FaultOutcome::Truncate => truncate(answer, bytes),
         _ => answer,
     }
 }
