@@ -1112,3 +1112,69 @@ async fn xmlrpc_calls_and_faults() {
     assert!(fault.contains("<value><int>2</int></value>"), "MissingError is a user error: {fault}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn template_attribute_lines_make_variants() {
+    let sim = start().await;
+    let size = call(&sim, "product.attribute", "create", json!([{"name": "Size"}]), json!({})).await;
+    let color = call(&sim, "product.attribute", "create", json!([{"name": "Color"}]), json!({})).await;
+    let sizes = call(
+        &sim,
+        "product.attribute.value",
+        "create",
+        json!([[{"name": "S", "attribute_id": size}, {"name": "M", "attribute_id": size}]]),
+        json!({}),
+    )
+    .await;
+    let colors = call(
+        &sim,
+        "product.attribute.value",
+        "create",
+        json!([[{"name": "Red", "attribute_id": color}, {"name": "Blue", "attribute_id": color}]]),
+        json!({}),
+    )
+    .await;
+    let template = call(
+        &sim,
+        "product.template",
+        "create",
+        json!([{"name": "Tee", "list_price": 12.5, "attribute_line_ids": [
+            [0, 0, {"attribute_id": size, "value_ids": [[6, 0, sizes]]}],
+            [0, 0, {"attribute_id": color, "value_ids": [[6, 0, colors]]}],
+        ]}]),
+        json!({}),
+    )
+    .await;
+    let variants = call(
+        &sim,
+        "product.product",
+        "search_read",
+        json!([[["product_tmpl_id", "=", template]]]),
+        json!({"fields": ["display_name", "lst_price", "default_code"], "order": "id"}),
+    )
+    .await;
+    let names: Vec<&str> =
+        variants.as_array().expect("rows").iter().filter_map(|row| row["display_name"].as_str()).collect();
+    assert_eq!(names, vec!["Tee (S, Red)", "Tee (S, Blue)", "Tee (M, Red)", "Tee (M, Blue)"]);
+    let count = call(&sim, "product.template", "read", json!([[template], ["product_variant_count"]]), json!({})).await;
+    assert_eq!(count[0]["product_variant_count"], json!(4));
+    // A single-variant template keeps default_code and barcode on its variant.
+    let single =
+        call(&sim, "product.template", "create", json!([{"name": "Mug", "default_code": "MUG-1"}]), json!({})).await;
+    call(&sim, "product.template", "write", json!([[single], {"default_code": "MUG-2", "list_price": 9.0}]), json!({}))
+        .await;
+    let variant = call(
+        &sim,
+        "product.product",
+        "search_read",
+        json!([[["product_tmpl_id", "=", single]]]),
+        json!({"fields": ["default_code", "lst_price"]}),
+    )
+    .await;
+    assert_eq!(variant[0]["default_code"], json!("MUG-2"));
+    assert_eq!(variant[0]["lst_price"], json!(9.0));
+    // limit 0 means no limit, as in Odoo.
+    let all = call(&sim, "product.product", "search", json!([[]]), json!({"limit": 0})).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(5));
+    sim.shutdown().await;
+}

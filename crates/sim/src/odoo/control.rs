@@ -175,6 +175,9 @@ pub async fn post_seed(State(shared): State<Arc<Shared>>, body: axum::body::Byte
             Err(error) => return bad_request(format!("parsing seed config: {error}")),
         }
     };
+    if let Err(message) = config.validate() {
+        return bad_request(message);
+    }
     let mut state = shared.lock();
     match seed(&mut state, &config) {
         Ok(summary) => Json(summary).into_response(),

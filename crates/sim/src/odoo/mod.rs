@@ -122,6 +122,7 @@ impl OdooSim {
         let mut state = OdooState::new(&config.db, &config.login, &config.password, &config.api_key);
         reset(&mut state).map_err(|source| OdooSimError::Data { source })?;
         if let Some(seed_config) = &config.seed {
+            seed_config.validate().map_err(|message| OdooSimError::Data { source: OdooError::value(message) })?;
             seed::seed(&mut state, seed_config).map_err(|source| OdooSimError::Data { source })?;
         }
         let listener = tokio::net::TcpListener::bind(config.bind)

@@ -41,6 +41,28 @@ impl Default for SeedConfig {
     }
 }
 
+/// Upper bounds on seed sizes, so that a control call cannot exhaust memory.
+pub const MAX_SEED_RECORDS: usize = 200_000;
+pub const MAX_SEED_WAREHOUSES: usize = 50;
+
+impl SeedConfig {
+    /// Checks the sizes and the start instant; the message names the field and the limit.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [("products", self.products), ("customers", self.customers), ("orders", self.orders)] {
+            if value > MAX_SEED_RECORDS {
+                return Err(format!("seed field {name} is {value}: at most {MAX_SEED_RECORDS}"));
+            }
+        }
+        if self.warehouses > MAX_SEED_WAREHOUSES {
+            return Err(format!("seed field warehouses is {}: at most {MAX_SEED_WAREHOUSES}", self.warehouses));
+        }
+        if parse_datetime(&self.start).is_none() {
+            return Err(format!("seed field start is {:?}: expected YYYY-MM-DD HH:MM:SS", self.start));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SeedSummary {
     pub templates: usize,

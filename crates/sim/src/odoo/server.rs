@@ -530,7 +530,8 @@ pub struct Call {
 fn usize_param(params: &Map<String, Value>, name: &str) -> OdooResult<Option<usize>> {
     match params.get(name) {
         None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
-        Some(Value::Number(number)) => Ok(number.as_u64().map(|value| value as usize)),
+        // Odoo tests `if limit:`, so 0 means no limit (and no offset).
+        Some(Value::Number(number)) => Ok(number.as_u64().filter(|value| *value > 0).map(|value| value as usize)),
         Some(other) => Err(OdooError::type_error(format!("'{name}' must be an integer, not {other}"))),
     }
 }
