@@ -1178,3 +1178,24 @@ async fn template_attribute_lines_make_variants() {
     assert_eq!(all.as_array().map(Vec::len), Some(5));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn activity_generators_add_orders_and_move_stock() {
+    let sim = start_seeded().await;
+    let before = call(&sim, "sale.order", "search_count", json!([[]]), json!({})).await;
+    let created = control(&sim, "orders", json!({"count": 4, "seed": 7, "confirm": true})).await;
+    assert_eq!(created["ids"].as_array().map(Vec::len), Some(4));
+    let after = call(&sim, "sale.order", "search_count", json!([[]]), json!({})).await;
+    assert_eq!(after.as_i64(), before.as_i64().map(|count| count + 4));
+    let states = call(&sim, "sale.order", "read", json!([created["ids"], ["state", "picking_ids"]]), json!({})).await;
+    assert!(states.as_array().expect("rows").iter().all(|row| row["state"] == json!("sale")));
+    control(&sim, "clock", json!({"frozen": "2030-01-01 00:00:00"})).await;
+    let adjusted = control(&sim, "stock", json!({"count": 3, "seed": 1})).await;
+    let moved =
+        call(&sim, "stock.quant", "search", json!([[["write_date", ">=", "2030-01-01 00:00:00"]]]), json!({})).await;
+    let mut expected: Vec<i64> = adjusted["ids"].as_array().expect("ids").iter().filter_map(Value::as_i64).collect();
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(moved, json!(expected));
+    sim.shutdown().await;
+}

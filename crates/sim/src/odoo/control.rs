@@ -296,6 +296,65 @@ pub async fn set_webhook_faults(State(shared): State<Arc<Shared>>, body: axum::b
 }
 
 #[derive(Debug, Deserialize)]
+struct ActivityRequest {
+    #[serde(default = "default_activity_count")]
+    count: usize,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    confirm: bool,
+}
+
+fn default_activity_count() -> usize {
+    10
+}
+
+fn parse_activity(body: &[u8]) -> Result<ActivityRequest, String> {
+    if body.is_empty() {
+        return Ok(ActivityRequest { count: default_activity_count(), seed: 0, confirm: false });
+    }
+    serde_json::from_slice(body).map_err(|error| format!("parsing activity request: {error}"))
+}
+
+/// Runs an activity generator as one transaction and sends the webhooks it produced.
+fn run_activity(
+    shared: &Shared,
+    activity: impl FnOnce(&mut super::OdooState) -> Result<Vec<i64>, super::OdooError>,
+) -> Response {
+    let mut state = shared.lock();
+    state.begin();
+    match activity(&mut state) {
+        Ok(ids) => {
+            state.commit();
+            super::webhook::flush(shared, &mut state);
+            Json(json!({"ids": ids})).into_response()
+        }
+        Err(error) => {
+            state.rollback();
+            bad_request(error.to_string())
+        }
+    }
+}
+
+/// New sales orders from existing customers: `{count, seed, confirm}`.
+pub async fn post_orders(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let request = match parse_activity(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    run_activity(&shared, |state| super::seed::generate_orders(state, request.count, request.seed, request.confirm))
+}
+
+/// Inventory adjustments on random quants: `{count, seed}`.
+pub async fn post_stock(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let request = match parse_activity(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    run_activity(&shared, |state| super::seed::adjust_stock(state, request.count, request.seed))
+}
+
+#[derive(Debug, Deserialize)]
 struct AccessRequest {
     model: String,
     #[serde(default = "all_operations")]

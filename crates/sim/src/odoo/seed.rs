@@ -360,6 +360,61 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
     Ok(summary)
 }
 
+/// More activity on an existing database, reproducible from `seed`: new orders from existing
+/// customers (confirmed when asked), as a sales team or another channel would enter them.
+pub fn generate_orders(state: &mut OdooState, count: usize, seed: u64, confirm: bool) -> OdooResult<Vec<i64>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let customers = state.find_ids("res.partner", |record| {
+        record.get("customer_rank").and_then(Value::as_i64).unwrap_or(0) > 0
+            && record.get("parent_id").is_none_or(|parent| !parent.is_i64())
+    });
+    let variants = state.find_ids("product.product", |record| record.get("active") != Some(&Value::Bool(false)));
+    if customers.is_empty() || variants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let existing = state.ids("sale.order").len();
+    let mut seeder = Seeder { state, ctx: Context::default(), created: 0 };
+    let mut orders = Vec::with_capacity(count);
+    for index in 0..count.min(MAX_SEED_RECORDS) {
+        let customer = customers[rng.random_range(0..customers.len())];
+        let lines: Vec<Value> = (0..rng.random_range(1..=3))
+            .map(|_| {
+                let variant = variants[rng.random_range(0..variants.len())];
+                json!([0, 0, {"product_id": variant, "product_uom_qty": rng.random_range(1..5) as f64}])
+            })
+            .collect();
+        let order = seeder.create(
+            "sale.order",
+            json!({"partner_id": customer, "client_order_ref": format!("#{}", 1001 + existing + index), "order_line": lines}),
+        )?;
+        if confirm {
+            seeder.action("sale.order", "action_confirm", &[order])?;
+        }
+        orders.push(order);
+    }
+    Ok(orders)
+}
+
+/// Changes the on-hand quantity of `count` random quants (counted and applied, as an
+/// inventory adjustment does), to drive stock sync.
+pub fn adjust_stock(state: &mut OdooState, count: usize, seed: u64) -> OdooResult<Vec<i64>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let quants = state.ids("stock.quant");
+    if quants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = Context { inventory_mode: true, ..Context::default() };
+    let mut adjusted = Vec::with_capacity(count);
+    for _ in 0..count.min(MAX_SEED_RECORDS) {
+        let quant = quants[rng.random_range(0..quants.len())];
+        let mut vals = serde_json::Map::new();
+        vals.insert("inventory_quantity_auto_apply".into(), json!(rng.random_range(0..150) as f64));
+        state.write("stock.quant", &[quant], &vals, &ctx)?;
+        adjusted.push(quant);
+    }
+    Ok(adjusted)
+}
+
 /// What the "Create invoice" wizard does for a delivered order: one customer invoice with the
 /// order's lines.
 fn invoice_order(seeder: &mut Seeder<'_>, order: i64) -> OdooResult<i64> {

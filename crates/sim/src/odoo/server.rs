@@ -39,6 +39,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/touch", post(control::post_touch))
         .route("/_sim/clock", post(control::post_clock))
         .route("/_sim/ship", post(control::post_ship))
+        .route("/_sim/orders", post(control::post_orders))
+        .route("/_sim/stock", post(control::post_stock))
         .route("/_sim/access", post(control::deny_access).delete(control::clear_access))
         .route("/_sim/webhooks", get(control::get_webhooks).post(control::add_webhook).delete(control::clear_webhooks))
         .route("/_sim/webhooks/faults", post(control::set_webhook_faults))
