@@ -3,6 +3,7 @@
 mod demo;
 mod mapping;
 mod output;
+mod sim;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -80,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         action: MappingCommand,
     },
+    /// Run a simulator of an external API on 127.0.0.1 until stopped (for trials and demos).
+    Sim {
+        #[command(subcommand)]
+        which: SimCommand,
+    },
     /// List the connectors this build knows.
     Connectors,
     /// Write a demo setup (sample ERP export, configuration) to a folder and sync it.
@@ -90,6 +96,30 @@ enum Command {
         /// Number of products in the sample catalog.
         #[arg(long, default_value_t = 1000)]
         products: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Shopify Admin GraphQL: cost throttling, products, inventory, orders, webhooks, bulk
+    /// operations; control API under /_sim.
+    Shopify {
+        /// 0 picks a free port.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value_t = 100)]
+        products: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Odoo JSON-RPC, JSON-2 and XML-RPC over an in-memory database; control API under /_sim.
+    Odoo {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value_t = 100)]
+        products: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -175,6 +205,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo { dir, products } => return demo::run(dir, *products).await,
+        Command::Sim { which } => return sim::run(which).await,
         _ => {}
     }
     let config = load_config(&cli.config)?;
@@ -196,7 +227,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
 
     match cli.command {
-        Command::Validate | Command::Connectors | Command::Demo { .. } | Command::Mapping { .. } => {
+        Command::Validate
+        | Command::Connectors
+        | Command::Demo { .. }
+        | Command::Mapping { .. }
+        | Command::Sim { .. } => {
             unreachable!("handled above")
         }
         Command::Migrate => {
