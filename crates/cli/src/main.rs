@@ -257,9 +257,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Failures { action } => failures(&engine, action, &actor).await,
         Command::Serve => {
+            let listen = engine.config().server.listen;
+            let socket = erpsync_server::listen(&engine)
+                .await
+                .with_context(|| format!("listening on {listen} ([server] listen in the configuration)"))?;
             let (trigger, listener) = shutdown::channel();
             spawn_signal_handler(trigger);
-            engine.serve(listener).await?;
+            // The HTTP server (webhooks into the inbox, health) runs beside the scheduler and
+            // stops with it.
+            let http = tokio::spawn(erpsync_server::serve(socket, engine.clone(), listener.clone()));
+            let scheduled = engine.serve(listener).await;
+            match http.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => anyhow::bail!("the HTTP server on {} failed: {error}", engine.config().server.listen),
+                Err(error) => anyhow::bail!("the HTTP server task failed: {error}"),
+            }
+            scheduled?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -409,6 +409,7 @@ fn serve_runs_flows_on_their_interval_and_stops_on_sigterm() {
     let setup = Setup::new(500);
     let config = std::fs::read_to_string(setup.root.join("erpsync.toml")).unwrap();
     let config = config.replace("page_size = 500\n", "page_size = 500\ninterval = \"1s\"\n");
+    let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}");
     std::fs::write(setup.root.join("erpsync.toml"), config).unwrap();
     setup.write_catalog("products.csv", &catalog(50, 1, &[]));
     let mut child = setup.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();

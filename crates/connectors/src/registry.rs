@@ -1,6 +1,6 @@
 //! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
 
-use crate::{ConnectorError, Sink, Source, files, http, sql};
+use crate::{ConnectorError, Sink, Source, WebhookReceiver, files, http, sql};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -51,6 +51,14 @@ impl SystemConfig {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
+        }
+    }
+
+    /// The system's webhook verifier, when its connector receives webhooks.
+    pub fn build_webhook_receiver(&self, system: &str) -> Result<Option<Arc<dyn WebhookReceiver>>, ConnectorError> {
+        match self {
+            SystemConfig::Http(config) => Ok(Some(Arc::new(http::HttpConnector::new(system, config.clone())?))),
+            SystemConfig::Files(_) | SystemConfig::Sql(_) => Ok(None),
         }
     }
 

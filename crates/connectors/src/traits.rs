@@ -104,3 +104,25 @@ pub trait Sink: Send + Sync {
     /// whole); `Ok` has one outcome per item, in order.
     async fn write_batch(&self, batch: &WriteBatch) -> Result<Vec<WriteOutcome>, ConnectorError>;
 }
+
+/// A webhook delivery whose signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedDelivery {
+    /// The sender's id of this delivery: deliveries are deduplicated by it.
+    pub delivery_id: String,
+    pub topic: Option<String>,
+    /// When the sender says it sent it, if it signs a time.
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Verifies inbound webhooks of one system over the raw body, in constant time. A system with
+/// no secret configured must reject every delivery.
+pub trait WebhookReceiver: Send + Sync {
+    /// `headers` are `(lower-case name, value)` pairs.
+    fn verify(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<VerifiedDelivery, ConnectorError>;
+}

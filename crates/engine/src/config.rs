@@ -24,6 +24,7 @@ pub struct Config {
     pub source: PathBuf,
     pub store: StoreSettings,
     pub engine: EngineSettings,
+    pub server: ServerSettings,
     pub systems: BTreeMap<String, SystemConfig>,
     pub flows: BTreeMap<String, FlowConfig>,
     /// Lookup tables from `[lookups.<name>]`, shared by every flow's mapping.
@@ -36,6 +37,23 @@ pub struct StoreSettings {
     /// `sqlite:///path/erpsync.db` or `postgres://...`. Default: `erpsync.db` in the data
     /// directory.
     pub url: Option<String>,
+}
+
+/// The HTTP server of `erpsync serve`: webhooks, health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on. Loopback by default: put a reverse proxy with TLS in front to
+    /// receive webhooks from the internet.
+    pub listen: std::net::SocketAddr,
+    /// Largest webhook body accepted; larger deliveries are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8480)), max_body_bytes: 2 * 1024 * 1024 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +231,7 @@ impl Config {
 
         let mut store = StoreSettings::default();
         let mut engine = EngineSettings::default();
+        let mut server = ServerSettings::default();
         let mut systems = BTreeMap::new();
         let mut flows = BTreeMap::new();
         let mut system_spans = BTreeMap::new();
@@ -246,6 +265,11 @@ impl Config {
                 "engine" => {
                     if let Some(parsed) = deserialize_item::<EngineSettings>(&mut problems, value, "engine") {
                         engine = parsed;
+                    }
+                }
+                "server" => {
+                    if let Some(parsed) = deserialize_item::<ServerSettings>(&mut problems, value, "server") {
+                        server = parsed;
                     }
                 }
                 "systems" => {
@@ -321,7 +345,7 @@ impl Config {
                     offset,
                     other,
                     format!(
-                        "unknown section `{other}`, expected one of `store`, `engine`, `systems`, `flows`, `lookups`"
+                        "unknown section `{other}`, expected one of `store`, `engine`, `server`, `systems`, `flows`, `lookups`"
                     ),
                 ),
             }
@@ -471,7 +495,7 @@ impl Config {
         for system in systems.values_mut() {
             system.resolve_paths(&base_dir);
         }
-        Ok(Config { source: path.to_path_buf(), store, engine, systems, flows, lookups })
+        Ok(Config { source: path.to_path_buf(), store, engine, server, systems, flows, lookups })
     }
 
     /// The folder relative paths in the configuration are resolved against.

@@ -6,7 +6,7 @@ use crate::config::{Config, FlowConfig, Trigger};
 use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
 use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
-use erpsync_connectors::{Sink, Source, SourceRecord};
+use erpsync_connectors::{Sink, Source, SourceRecord, WebhookReceiver};
 use erpsync_model::{Checkpoint, envelope};
 use erpsync_store::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, Job, JobState, NewAuditEntry, NewJob, NewRun,
@@ -89,6 +89,7 @@ pub struct Engine {
     worker: WorkerId,
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
     sinks: Mutex<HashMap<String, Arc<dyn Sink>>>,
+    receivers: Mutex<HashMap<String, Option<Arc<dyn WebhookReceiver>>>>,
 }
 
 impl Engine {
@@ -99,6 +100,7 @@ impl Engine {
             worker: WorkerId::for_this_process(),
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
+            receivers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,6 +132,23 @@ impl Engine {
     /// Uses `sink` for `system` instead of building it from the configuration.
     pub fn use_sink(&self, system: &str, sink: Arc<dyn Sink>) {
         self.sinks.lock().expect("connector cache lock is never poisoned").insert(system.to_string(), sink);
+    }
+
+    /// The webhook verifier of `system`: `Ok(None)` when the system is configured but its
+    /// connector receives no webhooks; an error when no such system is configured.
+    pub fn webhook_receiver(&self, system: &str) -> Result<Option<Arc<dyn WebhookReceiver>>, EngineError> {
+        let mut receivers = self.receivers.lock().expect("connector cache lock is never poisoned");
+        if let Some(receiver) = receivers.get(system) {
+            return Ok(receiver.clone());
+        }
+        let config = self
+            .config
+            .systems
+            .get(system)
+            .ok_or_else(|| EngineError::UnknownSystem { flow: String::new(), system: system.to_string() })?;
+        let receiver = config.build_webhook_receiver(system)?;
+        receivers.insert(system.to_string(), receiver.clone());
+        Ok(receiver)
     }
 
     /// Builds (once) the connectors a flow needs.

@@ -4,7 +4,7 @@
 
 use crate::http::config::{WebhookConfig, parse_duration};
 use crate::secret::Secret;
-use crate::{ConnectorError, ErrorKind};
+use crate::{ConnectorError, ErrorKind, VerifiedDelivery, WebhookReceiver};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
@@ -20,14 +20,6 @@ pub(crate) struct WebhookSettings {
     topic_header: Option<String>,
     timestamp_header: Option<String>,
     tolerance: Duration,
-}
-
-/// A delivery whose signature checked out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedDelivery {
-    pub delivery_id: String,
-    pub topic: Option<String>,
-    pub timestamp: Option<DateTime<Utc>>,
 }
 
 impl WebhookSettings {
@@ -93,10 +85,10 @@ impl WebhookSettings {
     }
 }
 
-impl crate::http::HttpConnector {
+impl WebhookReceiver for crate::http::HttpConnector {
     /// Verifies an inbound webhook for this system over its raw body. A system without
     /// `[systems.<name>.webhook]` settings has no secret and rejects every delivery.
-    pub fn verify_webhook(
+    fn verify(
         &self,
         headers: &[(String, String)],
         body: &[u8],
