@@ -443,6 +443,30 @@ pub(crate) async fn process_page(
                 continue;
             }
         }
+        // Echo suppression for two-way flows: a record that reads exactly as erpsync last wrote
+        // it to this source (by the flow in the other direction) is that write coming back,
+        // not a change; syncing it back would ping-pong.
+        if let Some(written) = state.source_hash {
+            let read = match &candidate.original {
+                Some(original) => original.content_hash(),
+                None => candidate.hash,
+            };
+            if read == written {
+                outcomes[candidate.index] = Some(RecordOutcome {
+                    record_uid: state.record_uid,
+                    source_id: candidate.source_id,
+                    natural_key: Some(candidate.natural_key),
+                    target_id: None,
+                    action: RecordAction::Skipped,
+                    target_hash: None,
+                    origin: None,
+                    message: Some(format!("echo of erpsync's own write to {}", flow.source)),
+                    dead_letter: None,
+                    log: false,
+                });
+                continue;
+            }
+        }
         if state.target_hash == Some(candidate.hash) {
             // Unchanged: no write. Only refresh where it was last seen when that changed, so a
             // re-sync of an unchanged catalog costs no store writes either.

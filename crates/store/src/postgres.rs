@@ -221,7 +221,7 @@ impl Store for PostgresStore {
                  FROM m WHERE linked_uid IS NOT NULL OR natural_uid IS NOT NULL
              )
              SELECT u.idx, u.uid AS record_uid, u.by_natural_key, tl.external_id AS target_id,
-                    s.target_hash, s.last_origin
+                    s.target_hash, s.last_origin, ss.target_hash AS source_hash
              FROM u
              LEFT JOIN LATERAL (
                  SELECT external_id FROM links WHERE record_uid = u.uid AND system = $5 LIMIT 1
@@ -230,7 +230,12 @@ impl Store for PostgresStore {
                  SELECT target_hash, last_origin FROM snapshots
                  WHERE record_uid = u.uid AND target_system = $5
                  LIMIT 1
-             ) s ON true",
+             ) s ON true
+             LEFT JOIN LATERAL (
+                 SELECT target_hash FROM snapshots
+                 WHERE record_uid = u.uid AND target_system = $3
+                 LIMIT 1
+             ) ss ON true",
             )
             .bind(&source_ids)
             .bind(&natural_keys)
@@ -247,6 +252,7 @@ impl Store for PostgresStore {
                     matched_by_natural_key: get(&row, "by_natural_key", DOING)?,
                     target_id: get(&row, "target_id", DOING)?,
                     target_hash: codec::content_hash(get(&row, "target_hash", DOING)?)?,
+                    source_hash: codec::content_hash(get(&row, "source_hash", DOING)?)?,
                     last_origin: get(&row, "last_origin", DOING)?,
                 };
             }

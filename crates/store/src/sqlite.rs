@@ -200,11 +200,13 @@ static LOOKUP_LINKS: BatchSql = BatchSql::new(
          FROM m WHERE linked_uid IS NOT NULL OR natural_uid IS NOT NULL
      )
      SELECT json_group_array(json_array(
-         u.idx, u.uid, u.by_natural_key, tl.external_id, nullif(hex(s.target_hash), ''), s.last_origin))
+         u.idx, u.uid, u.by_natural_key, tl.external_id, nullif(hex(s.target_hash), ''), s.last_origin,
+         nullif(hex(ss.target_hash), '')))
      FROM p
      CROSS JOIN u
      LEFT JOIN links tl ON tl.record_uid = u.uid AND tl.system = p.target_system
-     LEFT JOIN snapshots s ON s.record_uid = u.uid AND s.target_system = p.target_system",
+     LEFT JOIN snapshots s ON s.record_uid = u.uid AND s.target_system = p.target_system
+     LEFT JOIN snapshots ss ON ss.record_uid = u.uid AND ss.target_system = p.source_system",
     3,
 );
 
@@ -319,9 +321,9 @@ impl Store for SqliteStore {
                 statement = statement.bind(None::<i64>).bind(None::<&str>).bind(None::<&str>);
             }
             let found = statement.fetch_one(&self.reader).await.map_err(StoreError::query(DOING))?;
-            type Found = (i64, RecordUid, i64, Option<String>, Option<String>, Option<String>);
+            type Found = (i64, RecordUid, i64, Option<String>, Option<String>, Option<String>, Option<String>);
             let found: Vec<Found> = parse_batch("link lookup", &found)?;
-            for (index, record_uid, by_natural_key, target_id, target_hash, last_origin) in found {
+            for (index, record_uid, by_natural_key, target_id, target_hash, last_origin, source_hash) in found {
                 let state = batch_slot(&mut states[offset..], index, "link lookup")?;
                 *state = LinkState {
                     record_uid: Some(record_uid),
@@ -329,6 +331,7 @@ impl Store for SqliteStore {
                     target_id,
                     target_hash: target_hash.as_deref().map(codec::hash_from_hex).transpose()?,
                     last_origin,
+                    source_hash: source_hash.as_deref().map(codec::hash_from_hex).transpose()?,
                 };
             }
         }

@@ -38,6 +38,9 @@ pub struct LinkState {
     pub target_id: Option<String>,
     /// Hash of the last payload written to the target for this record.
     pub target_hash: Option<ContentHash>,
+    /// Hash of the last payload erpsync wrote for this record to the *source* system (by a
+    /// flow in the other direction). A source record with this hash is an echo of that write.
+    pub source_hash: Option<ContentHash>,
     /// Where the source record was last read from (`products.csv@...:row 12`), used to spot a
     /// record that appears twice in one source file.
     pub last_origin: Option<String>,

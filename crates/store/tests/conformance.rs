@@ -50,6 +50,7 @@ conformance! {
     lookup_by_natural_key,
     natural_key_does_not_match_a_record_linked_to_another_source_id,
     lookup_keeps_order_of_a_large_page,
+    lookup_in_the_other_direction_sees_what_was_written_to_the_source,
     commit_allocates_one_record_per_source_id,
     commit_is_atomic_when_the_run_is_missing,
     commit_is_atomic_when_a_record_is_unknown,
@@ -345,6 +346,7 @@ async fn lookup_by_source_id_after_commit(store: Arc<dyn Store>) {
                 target_id: Some("shop-e2".to_string()),
                 target_hash: Some(hash(2)),
                 last_origin: None,
+                source_hash: None,
             },
             LinkState {
                 record_uid: Some(uids[0]),
@@ -352,6 +354,7 @@ async fn lookup_by_source_id_after_commit(store: Arc<dyn Store>) {
                 target_id: Some("shop-e1".to_string()),
                 target_hash: Some(hash(1)),
                 last_origin: Some("products.csv:row 2".to_string()),
+                source_hash: None,
             },
             LinkState::default(),
         ]
@@ -359,6 +362,28 @@ async fn lookup_by_source_id_after_commit(store: Arc<dyn Store>) {
 
     // The same source id from another source system is another record.
     assert_eq!(lookup_from(&*store, "pim", &[("e1", None)]).await, vec![LinkState::default()]);
+}
+
+/// Two-way sync: a flow shop → erp reading back what the flow erp → shop wrote finds that
+/// write's hash as `source_hash`, which is how the engine recognises the echo.
+async fn lookup_in_the_other_direction_sees_what_was_written_to_the_source(store: Arc<dyn Store>) {
+    let run = start_run(&*store, "products", time(0)).await;
+    let uids = store.commit_page(&page(run, vec![created("e1", 7)])).await.unwrap();
+    let back = store
+        .lookup_links(&LinkQuery {
+            entity: EntityKind::Product,
+            source_system: "shop",
+            target_system: "erp",
+            items: vec![LinkQueryItem { source_id: "shop-e1", natural_key: None }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(back[0].record_uid, Some(uids[0]));
+    assert_eq!(back[0].target_id.as_deref(), Some("e1"));
+    assert_eq!(back[0].source_hash, Some(hash(7)), "the hash last written to the shop");
+    assert_eq!(back[0].target_hash, None, "nothing was written to the erp yet");
+    // In the forward direction there is no write to the source.
+    assert_eq!(lookup(&*store, &[("e1", None)]).await[0].source_hash, None);
 }
 
 async fn lookup_by_natural_key(store: Arc<dyn Store>) {
@@ -377,6 +402,7 @@ async fn lookup_by_natural_key(store: Arc<dyn Store>) {
             target_id: Some("shop-e1".to_string()),
             target_hash: Some(hash(1)),
             last_origin: None,
+            source_hash: None,
         }
     );
     assert_eq!(states[1], LinkState::default());
@@ -650,6 +676,7 @@ async fn resync_page_writes_exactly_what_changed(store: Arc<dyn Store>) {
         target_id: Some(target_id.to_string()),
         target_hash: hash_byte.map(hash),
         last_origin: Some(origin.to_string()),
+        source_hash: None,
     };
     assert_eq!(
         states,
