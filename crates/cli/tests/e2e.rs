@@ -434,3 +434,26 @@ fn serve_runs_flows_on_their_interval_and_stops_on_sigterm() {
     let products = runs.as_array().unwrap().iter().find(|flow| flow["name"] == "products").unwrap();
     assert_ne!(products["last_run"]["status"], "running", "{products}");
 }
+
+/// Regression: batch ids were derived from the checkpoint before the page, so a `--full` run
+/// (which starts from the same empty checkpoint as the very first run) wrote its changed
+/// records under the first run's batch id and the files sink overwrote that batch, losing
+/// records from the target. Ids now derive from the batch's content.
+#[test]
+fn a_full_run_with_changes_never_overwrites_earlier_batches() {
+    let setup = Setup::new(10);
+    setup.write_catalog("products.csv", &catalog(30, 1, &[]));
+    assert_eq!(count(&setup.sync(&[]), "created"), 30);
+    setup.write_catalog("products.csv", &catalog(30, 1, &[1, 2]));
+    let full = setup.sync(&["--full"]);
+    assert_eq!((count(&full, "updated"), count(&full, "unchanged")), (2, 28), "{full}");
+    let mut latest: BTreeMap<String, Value> = BTreeMap::new();
+    for file in setup.shop_files() {
+        for line in std::fs::read_to_string(&file).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+            let record: Value = serde_json::from_str(line).unwrap();
+            latest.insert(record["code"].as_str().unwrap().to_string(), record);
+        }
+    }
+    assert_eq!(latest.len(), 30, "records were lost from the target");
+    assert_eq!(latest["P000001"]["variants"][0]["price"]["amount"], "12.01");
+}

@@ -7,7 +7,7 @@ use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
 use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
 use erpsync_connectors::{Sink, Source, SourceRecord, WebhookReceiver};
-use erpsync_model::{Checkpoint, envelope};
+use erpsync_model::envelope;
 use erpsync_store::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, Job, JobState, NewAuditEntry, NewJob, NewRun,
     RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
@@ -356,6 +356,7 @@ impl Engine {
                 self.reclaim_jobs().await?;
                 last_reclaim = now;
             }
+            self.process_inbox().await?;
             for (name, due) in next_due.iter_mut() {
                 if *due <= now {
                     let kind = format!("{RUN_FLOW_KIND}{name}");
@@ -406,6 +407,47 @@ impl Engine {
         tracing::info!(running = running.len(), "Shutting down: finishing the current pages.");
         while running.join_next().await.is_some() {}
         Ok(())
+    }
+
+    /// Turns stored webhook deliveries into runs: each delivery triggers an incremental run
+    /// of every enabled flow that reads from its system, which fetches the current state of
+    /// what changed. A burst of deliveries is coalesced into the one pending run. While such a
+    /// flow is running, its deliveries wait: that run may have read past the change already.
+    pub async fn process_inbox(&self) -> Result<u64, EngineError> {
+        let deliveries = self.store.pending_inbox(500).await?;
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let running: std::collections::HashSet<String> =
+            self.store.list_jobs(Some(JobState::Running), 1000).await?.into_iter().map(|job| job.kind).collect();
+        let mut processed = 0;
+        for delivery in deliveries {
+            let flows: Vec<&FlowConfig> =
+                self.config.flows.values().filter(|flow| flow.enabled && flow.source == delivery.system).collect();
+            if flows.is_empty() {
+                let reason = format!("no enabled flow reads from system {:?}", delivery.system);
+                self.store.mark_inbox_processed(delivery.id, Some(&reason)).await?;
+                continue;
+            }
+            if flows.iter().any(|flow| running.contains(&format!("{RUN_FLOW_KIND}{}", flow.name))) {
+                continue;
+            }
+            for flow in flows {
+                let kind = format!("{RUN_FLOW_KIND}{}", flow.name);
+                self.store
+                    .enqueue_job(&NewJob {
+                        kind: kind.clone(),
+                        dedupe_key: Some(kind),
+                        payload: serde_json::json!({ "flow": flow.name, "trigger": "webhook" }),
+                        run_at: Utc::now(),
+                        max_attempts: RUN_FLOW_MAX_ATTEMPTS,
+                    })
+                    .await?;
+            }
+            self.store.mark_inbox_processed(delivery.id, None).await?;
+            processed += 1;
+        }
+        Ok(processed)
     }
 
     pub async fn status(&self) -> Result<Vec<FlowStatus>, EngineError> {
@@ -520,9 +562,7 @@ impl Engine {
             origin_group: None,
             content: Ok(record),
         }];
-        // A checkpoint unique to this retry: batch ids derive from it.
-        let seed = Checkpoint { watermark: None, cursor: Some(format!("retry:{id}:{}", letter.attempts)) };
-        let result = flow::process_page(&ctx, run_id, records, &seed, None, false, &Shutdown::never()).await;
+        let result = flow::process_page(&ctx, run_id, records, None, false, &Shutdown::never()).await;
         let (status, counts, error) = match result {
             Ok(counts) if counts.failed > 0 => (RunStatus::PartiallyFailed, counts, None),
             Ok(counts) => (RunStatus::Succeeded, counts, None),

@@ -171,16 +171,8 @@ async fn run_pages(
                 shutdown.clone(),
             ))));
         }
-        let processed = process_page(
-            ctx,
-            run_id,
-            page.records,
-            &checkpoint,
-            Some(next_checkpoint.clone()),
-            options.dry_run,
-            shutdown,
-        )
-        .await;
+        let processed =
+            process_page(ctx, run_id, page.records, Some(next_checkpoint.clone()), options.dry_run, shutdown).await;
         match processed {
             Ok(page_counts) => {
                 add_counts(&mut counts, &page_counts);
@@ -276,7 +268,6 @@ pub(crate) async fn process_page(
     ctx: &FlowContext,
     run_id: RunId,
     records: Vec<SourceRecord>,
-    checkpoint_before: &Checkpoint,
     checkpoint_after: Option<Checkpoint>,
     dry_run: bool,
     shutdown: &Shutdown,
@@ -513,7 +504,7 @@ pub(crate) async fn process_page(
         return Ok(counts);
     }
 
-    write_all(ctx, to_write, &mut outcomes, checkpoint_before, shutdown).await?;
+    write_all(ctx, to_write, &mut outcomes, shutdown).await?;
 
     let outcomes: Vec<RecordOutcome> =
         outcomes.into_iter().map(|outcome| outcome.expect("every record of the page got an outcome")).collect();
@@ -566,28 +557,21 @@ async fn write_all(
     ctx: &FlowContext,
     to_write: Vec<(Candidate, Option<RecordUid>, Option<String>)>,
     outcomes: &mut [Option<RecordOutcome>],
-    checkpoint_before: &Checkpoint,
     shutdown: &Shutdown,
 ) -> Result<(), EngineError> {
     let flow = &ctx.flow;
     let batch_size = ctx.sink.max_batch_size(flow.entity).max(1);
-    let seed = batch_seed(flow, checkpoint_before);
     let mut pending = to_write;
-    let mut chunk_index = 0usize;
     while !pending.is_empty() {
         let rest = if pending.len() > batch_size { pending.split_off(batch_size) } else { Vec::new() };
         let mut chunk = std::mem::replace(&mut pending, rest);
         let mut attempt = 0u32;
-        // Retrying a whole batch reuses its id (the sink may have written it before failing);
-        // re-sending only the records that failed is a different batch with its own id, so it
-        // cannot overwrite the records that succeeded the first time.
-        let mut subset_round = 0u32;
         loop {
-            let batch_id = if subset_round == 0 {
-                format!("{seed}-{chunk_index}")
-            } else {
-                format!("{seed}-{chunk_index}-r{subset_round}")
-            };
+            // The id is derived from what the batch contains: a batch replayed after a crash
+            // (same records, same content) gets the same id and an idempotent sink overwrites
+            // it, while a batch with other content, of another run or of a retry of only the
+            // records that failed, never reuses an id and cannot overwrite earlier writes.
+            let batch_id = batch_id(flow, &chunk);
             let batch = WriteBatch {
                 entity: flow.entity,
                 batch_id,
@@ -666,7 +650,6 @@ async fn write_all(
                 break;
             }
             attempt += 1;
-            subset_round += 1;
             if !shutdown.clone().sleep(retry_delay).await {
                 return Err(EngineError::Stopped {
                     flow: flow.name.clone(),
@@ -675,22 +658,26 @@ async fn write_all(
             }
             chunk = retry;
         }
-        chunk_index += 1;
     }
     Ok(())
 }
 
-/// A stable prefix for batch ids: the same page of the same flow gets the same ids, so a batch
-/// replayed after a crash is recognised by idempotent sinks.
-fn batch_seed(flow: &FlowConfig, checkpoint_before: &Checkpoint) -> String {
+/// The id of a batch: a digest of the flow, the target, and every record's key, target id and
+/// content hash, in order.
+fn batch_id(flow: &FlowConfig, chunk: &[(Candidate, Option<RecordUid>, Option<String>)]) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(flow.name.as_bytes());
-    hasher.update([0]);
-    hasher.update(flow.target.as_bytes());
-    hasher.update([0]);
-    hasher.update(serde_json::to_vec(checkpoint_before).unwrap_or_default());
-    let digest = hasher.finalize();
-    hex::encode(&digest[..8])
+    for part in [flow.name.as_bytes(), flow.target.as_bytes()] {
+        hasher.update(part);
+        hasher.update([0]);
+    }
+    for (candidate, _, target_id) in chunk {
+        hasher.update(candidate.natural_key.as_bytes());
+        hasher.update([0]);
+        hasher.update(target_id.as_deref().unwrap_or_default().as_bytes());
+        hasher.update([0]);
+        hasher.update(candidate.hash.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..12])
 }
 
 fn failed(

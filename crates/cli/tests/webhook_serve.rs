@@ -1,0 +1,165 @@
+//! `erpsync serve` end to end with webhooks: a signed delivery to `/webhooks/<system>` is stored,
+//! and triggers a run of the flows reading from that system, which fetches what changed.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn http(address: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Option<String> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+fn signature(body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook-secret").unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn shop_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default().lines().filter(|l| !l.is_empty()).count()
+        })
+        .sum()
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_triggers_a_run_that_fetches_the_change() {
+    let products: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(
+        (0..3).map(|i| json!({ "id": i, "sku": format!("W{i}"), "name": format!("Item {i}") })).collect(),
+    ));
+    let app = Router::new()
+        .route(
+            "/products",
+            get(|State(items): State<Arc<Mutex<Vec<Value>>>>| async move {
+                axum::Json(Value::Array(items.lock().unwrap().clone()))
+            }),
+        )
+        .with_state(products.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("shop")).unwrap();
+    std::fs::write(dir.path().join("hook-secret"), "hook-secret").unwrap();
+    std::fs::write(
+        dir.path().join("erpsync.toml"),
+        format!(
+            r#"
+[server]
+listen = "{address}"
+
+[systems.api]
+type = "http"
+base_url = "http://{api}"
+webhook = {{ secret = {{ file = "hook-secret" }}, signature_header = "X-Signature", id_header = "X-Delivery-Id" }}
+[systems.api.entities.product.read]
+path = "/products"
+pagination = {{ style = "none" }}
+to_canonical = "{{ 'code': sku, 'title': name, 'variants': [{{ 'sku': sku }}] }}"
+
+[systems.shop]
+type = "files"
+path = "shop"
+format = "jsonl"
+
+[flows.products]
+entity = "product"
+source = "api"
+target = "shop"
+"#
+        ),
+    )
+    .unwrap();
+    let serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(["--config", "erpsync.toml", "--data-dir", "data", "serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let shop = dir.path().join("shop");
+    tokio::task::spawn_blocking(move || {
+        wait_for("the server", || {
+            http(&address, "GET", "/healthz", &[], b"").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        });
+        // Nothing is scheduled: without a webhook nothing syncs.
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(shop_count(&shop), 0);
+
+        let body = br#"{"event": "product.updated", "id": 1}"#;
+        let post = |delivery: &str| {
+            http(
+                &address,
+                "POST",
+                "/webhooks/api",
+                &[("X-Signature", signature(body)), ("X-Delivery-Id", delivery.to_string())],
+                body,
+            )
+            .unwrap()
+        };
+        let forged = http(
+            &address,
+            "POST",
+            "/webhooks/api",
+            &[("X-Signature", "00".repeat(32)), ("X-Delivery-Id", "f".into())],
+            body,
+        )
+        .unwrap();
+        assert!(forged.starts_with("HTTP/1.1 401"), "{forged}");
+        let response = post("d-1");
+        assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+        wait_for("the first webhook-triggered run", || shop_count(&shop) == 3);
+
+        products.lock().unwrap().push(json!({ "id": 9, "sku": "W9", "name": "New item" }));
+        assert!(post("d-2").starts_with("HTTP/1.1 202"));
+        wait_for("the second webhook-triggered run", || shop_count(&shop) == 4);
+        drop(serve);
+    })
+    .await
+    .unwrap();
+}
