@@ -83,18 +83,7 @@ fn bench(sizes: &[usize]) -> Result<()> {
             ("unchanged_resync_peak_rss", unchanged.peak_rss_kib as f64 / 1024.0, "MiB"),
         ];
         println!("files → files, {products} products × 3 variants ({variants} variants)");
-        for (metric, value, unit) in figures {
-            println!("  {metric:<40} {value:>12.1} {unit}");
-            let line = serde_json::json!({
-                "benchmark": format!("files_to_files_{products}_products"),
-                "metric": metric,
-                "value": value,
-                "unit": unit,
-                "git_commit": commit,
-                "at": chrono::Utc::now().to_rfc3339(),
-            });
-            writeln!(results, "{line}")?;
-        }
+        report(&mut results, &format!("files_to_files_{products}_products"), &commit, &figures)?;
         std::fs::remove_dir_all(&work).ok();
     }
     println!("appended to {}", results_dir.join("results.jsonl").display());
@@ -135,18 +124,7 @@ fn bench_http(sizes: &[usize]) -> Result<()> {
             ("write_requests", write_requests as f64, "requests"),
         ];
         println!("http → http, {products} products × 3 variants (pages of 100, batches of 100)");
-        for (metric, value, unit) in figures {
-            println!("  {metric:<40} {value:>12.1} {unit}");
-            let line = serde_json::json!({
-                "benchmark": format!("http_to_http_{products}_products"),
-                "metric": metric,
-                "value": value,
-                "unit": unit,
-                "git_commit": commit,
-                "at": chrono::Utc::now().to_rfc3339(),
-            });
-            writeln!(results, "{line}")?;
-        }
+        report(&mut results, &format!("http_to_http_{products}_products"), &commit, &figures)?;
         std::fs::remove_dir_all(&work).ok();
     }
     println!("appended to {}", results_dir.join("results.jsonl").display());
@@ -203,6 +181,23 @@ source = "erp"
 target = "shop"
 page_size = 1000
 "#;
+
+/// Prints each figure and appends it as a JSON line (benchmark, metric, value, unit, commit).
+fn report(results: &mut std::fs::File, benchmark: &str, commit: &str, figures: &[(&str, f64, &str)]) -> Result<()> {
+    for (metric, value, unit) in figures {
+        println!("  {metric:<40} {value:>12.1} {unit}");
+        let line = serde_json::json!({
+            "benchmark": benchmark,
+            "metric": metric,
+            "value": value,
+            "unit": unit,
+            "git_commit": commit,
+            "at": chrono::Utc::now().to_rfc3339(),
+        });
+        writeln!(results, "{line}")?;
+    }
+    Ok(())
+}
 
 fn tempfile_dir(root: &Path, products: usize) -> Result<PathBuf> {
     let dir = root.join(format!("target/bench/work-{products}-{}", std::process::id()));
