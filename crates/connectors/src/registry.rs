@@ -1,6 +1,6 @@
 //! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
 
-use crate::{ConnectorError, Sink, Source, WebhookReceiver, files, http, sql};
+use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, sql};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -59,6 +59,13 @@ impl SystemConfig {
         match self {
             SystemConfig::Http(config) => Ok(Some(Arc::new(http::HttpConnector::new(system, config.clone())?))),
             SystemConfig::Files(_) | SystemConfig::Sql(_) => Ok(None),
+        }
+    }
+
+    /// The system's subscription management, when its API has one.
+    pub fn build_subscriptions(&self, _system: &str) -> Result<Option<Arc<dyn WebhookSubscriptions>>, ConnectorError> {
+        match self {
+            SystemConfig::Files(_) | SystemConfig::Sql(_) | SystemConfig::Http(_) => Ok(None),
         }
     }
 

@@ -126,3 +126,27 @@ pub trait WebhookReceiver: Send + Sync {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<VerifiedDelivery, ConnectorError>;
 }
+
+/// One webhook subscription registered in a system.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Subscription {
+    /// The system's id of the subscription (for `remove`).
+    pub id: String,
+    /// The system's topic name (`orders/updated`, `order.updated`).
+    pub topic: String,
+    /// Where the system delivers.
+    pub url: String,
+}
+
+/// Creates, lists and removes a system's webhook subscriptions through its API, for
+/// `erpsync webhooks register|list|remove`.
+#[async_trait]
+pub trait WebhookSubscriptions: Send + Sync {
+    /// The system's topics that signal a change of `entity` (empty when it has none).
+    fn topics(&self, entity: EntityKind) -> Vec<String>;
+    async fn list(&self) -> Result<Vec<Subscription>, ConnectorError>;
+    /// Registers `topic` for delivery to `url`; registering an existing (topic, url) pair
+    /// returns the existing subscription instead of a second one.
+    async fn register(&self, topic: &str, url: &str) -> Result<Subscription, ConnectorError>;
+    async fn remove(&self, id: &str) -> Result<(), ConnectorError>;
+}
