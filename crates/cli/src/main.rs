@@ -4,6 +4,7 @@ mod demo;
 mod mapping;
 mod output;
 mod sim;
+mod webhooks;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -86,6 +87,11 @@ enum Command {
         #[command(subcommand)]
         which: SimCommand,
     },
+    /// The shops' webhook subscriptions for this server (`[server] public_url`).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksCommand,
+    },
     /// List the connectors this build knows.
     Connectors,
     /// Write a demo setup (sample ERP export, configuration) to a folder and sync it.
@@ -120,6 +126,29 @@ enum SimCommand {
         products: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// Subscribe this server to the topics its webhook-driven flows need (existing ones are kept).
+    Register {
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// The subscriptions of each system, and warnings for missing ones (exit 1 when any is missing).
+    List {
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove subscriptions of one system by id, or all of this server's.
+    Remove {
+        system: String,
+        ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -212,7 +241,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Mapping { action } = &cli.command {
         return mapping::run(&config, action);
     }
+    if let Command::Webhooks { action } = &cli.command {
+        return webhooks::run(&config, action).await;
+    }
     if matches!(cli.command, Command::Validate) {
+        for warning in webhooks::offline_warnings(&config) {
+            eprintln!("warning: {warning}");
+        }
         println!(
             "{}: configuration is valid ({} systems, {} flows)",
             cli.config.display(),
@@ -231,6 +266,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Connectors
         | Command::Demo { .. }
         | Command::Mapping { .. }
+        | Command::Webhooks { .. }
         | Command::Sim { .. } => {
             unreachable!("handled above")
         }

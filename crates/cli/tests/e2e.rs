@@ -448,6 +448,11 @@ fn serve_runs_flows_on_their_interval_and_stops_on_sigterm() {
     let runs: Value = serde_json::from_slice(&setup.run(&["status", "--json"]).stdout).unwrap();
     let products = runs.as_array().unwrap().iter().find(|flow| flow["name"] == "products").unwrap();
     assert_ne!(products["last_run"]["status"], "running", "{products}");
+    // The scheduler stored the next run: a restart continues from it instead of running at once.
+    let next_run = products["next_run"].as_str().unwrap_or_else(|| panic!("no stored next run: {products}"));
+    let started = products["last_run"]["started_at"].as_str().unwrap();
+    let parse = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap();
+    assert!(parse(next_run) > parse(started), "next run {next_run} after the last start {started}");
     assert_eq!(target_state(&setup.root.join("shop")).len(), 51, "after a clean stop no temporary file is left");
 }
 

@@ -3,6 +3,7 @@
 //! Parsing collects every problem at once, each with file, line, column and field, instead of
 //! stopping at the first: a user fixing a configuration should see the whole list.
 
+use crate::schedule::Trigger;
 use croner::Cron;
 use erpsync_connectors::SystemConfig;
 use erpsync_mapping::{CompileContext, LookupSpec, LookupTable, Lookups, Mapping, MappingSpec};
@@ -48,11 +49,18 @@ pub struct ServerSettings {
     pub listen: std::net::SocketAddr,
     /// Largest webhook body accepted; larger deliveries are refused with 413.
     pub max_body_bytes: usize,
+    /// The address the internet reaches this server at (`https://sync.example.com`): webhook
+    /// subscriptions deliver to `<public_url>/webhooks/<system>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8480)), max_body_bytes: 2 * 1024 * 1024 }
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8480)),
+            max_body_bytes: 2 * 1024 * 1024,
+            public_url: None,
+        }
     }
 }
 
@@ -64,11 +72,13 @@ pub struct EngineSettings {
     pub lease: Duration,
     /// How many flows `serve` runs at the same time.
     pub concurrency: usize,
+    /// Time zone of cron schedules (IANA name, `Europe/Berlin`); a flow's `timezone` overrides.
+    pub timezone: String,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(60), concurrency: 4 }
+        Self { lease: Duration::from_secs(60), concurrency: 4, timezone: "UTC".into() }
     }
 }
 
@@ -80,17 +90,14 @@ pub struct FlowConfig {
     pub source: String,
     pub target: String,
     pub trigger: Option<Trigger>,
+    /// How often a full reconciliation pass runs (reads everything, writes what differs): it
+    /// picks up what webhooks missed. `None` when switched off.
+    pub reconcile: Option<Duration>,
     pub page_size: usize,
     pub retry: RetryPolicy,
     pub enabled: bool,
     /// Compiled `[flows.<name>.mapping]`; the identity when the flow has none.
     pub mapping: Mapping,
-}
-
-#[derive(Debug, Clone)]
-pub enum Trigger {
-    Interval(Duration),
-    Cron(Box<Cron>, String),
 }
 
 /// Backoff for transient failures: `initial * 2^attempt`, capped at `max`, with jitter.
@@ -118,6 +125,8 @@ struct RawFlow {
     target: String,
     interval: Option<String>,
     schedule: Option<String>,
+    timezone: Option<String>,
+    reconcile: Option<String>,
     #[serde(default = "default_page_size")]
     page_size: usize,
     #[serde(default)]
@@ -351,6 +360,17 @@ impl Config {
             }
         }
 
+        let engine_timezone = engine.timezone.clone();
+        if engine_timezone.parse::<chrono_tz::Tz>().is_err() {
+            let at = root.get("engine").map(|value| value.span().start).unwrap_or(0);
+            problems.push(
+                at,
+                "engine.timezone",
+                format!(
+                    "{engine_timezone:?} is not a time zone; use an IANA name such as \"Europe/Berlin\" or \"UTC\""
+                ),
+            );
+        }
         for (name, offset, flow) in raw_flows {
             let field = format!("flows.{name}");
             let Some(raw) = deserialize_item::<RawFlow>(&mut problems, &flow, &field) else {
@@ -408,7 +428,25 @@ impl Config {
                     }
                 },
                 (None, Some(schedule)) => match Cron::from_str(schedule) {
-                    Ok(cron) => Some(Trigger::Cron(Box::new(cron), schedule.clone())),
+                    Ok(cron) => {
+                        let zone_text = raw.timezone.as_deref().unwrap_or(&engine_timezone);
+                        match zone_text.parse::<chrono_tz::Tz>() {
+                            Ok(zone) => Some(Trigger::Cron { cron: Box::new(cron), text: schedule.clone(), zone }),
+                            Err(_) => {
+                                let (at, where_) = if raw.timezone.is_some() {
+                                    (value_offset("timezone"), format!("{field}.timezone"))
+                                } else {
+                                    (value_offset("schedule"), "engine.timezone".to_string())
+                                };
+                                problems.push(
+                                    at,
+                                    where_,
+                                    format!("{zone_text:?} is not a time zone; use an IANA name such as \"Europe/Berlin\" or \"UTC\""),
+                                );
+                                None
+                            }
+                        }
+                    }
                     Err(error) => {
                         problems.push(
                             value_offset("schedule"),
@@ -419,6 +457,35 @@ impl Config {
                     }
                 },
                 (None, None) => None,
+            };
+            if raw.timezone.is_some() && raw.schedule.is_none() {
+                problems.push(
+                    value_offset("timezone"),
+                    format!("{field}.timezone"),
+                    "a time zone only applies to a cron `schedule`",
+                );
+            }
+            let reconcile = match raw.reconcile.as_deref() {
+                Some("off") => None,
+                Some(text) => match parse_duration(text) {
+                    Ok(duration) if duration >= Duration::from_secs(60) => Some(duration),
+                    Ok(_) => {
+                        problems.push(value_offset("reconcile"), format!("{field}.reconcile"), "must be at least 1m");
+                        None
+                    }
+                    Err(message) => {
+                        problems.push(
+                            value_offset("reconcile"),
+                            format!("{field}.reconcile"),
+                            format!("{message}; or \"off\""),
+                        );
+                        None
+                    }
+                },
+                // A flow without a schedule of its own runs on webhooks and by hand: an hourly
+                // full pass catches what webhooks missed.
+                None if trigger.is_none() => Some(Duration::from_secs(3600)),
+                None => None,
             };
             if raw.page_size == 0 || raw.page_size > 10_000 {
                 problems.push(value_offset("page_size"), format!("{field}.page_size"), "must be between 1 and 10000");
@@ -478,6 +545,7 @@ impl Config {
                         source: raw.source,
                         target: raw.target,
                         trigger,
+                        reconcile,
                         page_size: raw.page_size,
                         retry: raw.retry,
                         enabled: raw.enabled,
@@ -532,6 +600,22 @@ fn deserialize_item<T: DeserializeOwned>(
 }
 
 /// Parses `500ms`, `30s`, `15m`, `2h`, `1d`.
+/// The shortest exact text `parse_duration` reads back: `1h`, `90s`, `250ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if !millis.is_multiple_of(1000) {
+        return format!("{millis}ms");
+    }
+    let seconds = duration.as_secs();
+    match seconds {
+        0 => "0s".into(),
+        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        s if s.is_multiple_of(60) => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -591,6 +675,31 @@ interval = "5m"
         assert_eq!(flow.entity, EntityKind::Product);
         assert!(matches!(flow.trigger, Some(Trigger::Interval(d)) if d == Duration::from_secs(300)));
         assert_eq!(config.systems.len(), 2);
+    }
+
+    #[test]
+    fn schedules_time_zones_and_reconciliation() {
+        let config =
+            parse(&GOOD.replace("interval = \"5m\"", "schedule = \"0 6 * * *\"\ntimezone = \"Europe/Berlin\""))
+                .unwrap();
+        let flow = config.flow("products").unwrap();
+        assert_eq!(flow.trigger.as_ref().unwrap().spec(), "cron 0 6 * * * Europe/Berlin");
+        assert_eq!(flow.reconcile, None, "a scheduled flow needs no reconciliation by default");
+
+        let config = parse(&GOOD.replace("interval = \"5m\"", "")).unwrap();
+        assert_eq!(config.flow("products").unwrap().reconcile, Some(Duration::from_secs(3600)));
+        let config = parse(&GOOD.replace("interval = \"5m\"", "reconcile = \"off\"")).unwrap();
+        assert_eq!(config.flow("products").unwrap().reconcile, None);
+
+        let bad =
+            GOOD.replace("interval = \"5m\"", "schedule = \"0 6 * * *\"\ntimezone = \"Berlin\"\nreconcile = \"soon\"");
+        let errors = parse(&format!("[engine]\ntimezone = \"Mars/Olympus\"\n{bad}")).unwrap_err();
+        let rendered = errors.to_string();
+        let fields: Vec<&str> = errors.0.iter().map(|problem| problem.field.as_str()).collect();
+        assert!(fields.contains(&"engine.timezone"), "{rendered}");
+        assert!(fields.contains(&"flows.products.timezone"), "{rendered}");
+        assert!(fields.contains(&"flows.products.reconcile"), "{rendered}");
+        assert!(rendered.contains("\"Berlin\" is not a time zone"), "{rendered}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! (status, trace, dead-letter retry and discard).
 
 use crate::EngineError;
-use crate::config::{Config, FlowConfig, Trigger};
+use crate::config::{Config, FlowConfig};
 use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
+use crate::schedule::{Trigger, first_due};
 use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
 use erpsync_connectors::{Sink, Source, SourceRecord, WebhookReceiver};
@@ -12,7 +13,7 @@ use erpsync_store::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, Job, JobState, NewAuditEntry, NewJob, NewRun,
     RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -68,6 +69,9 @@ pub struct FlowStatus {
     /// Seconds since the last successful run finished.
     pub lag_seconds: Option<i64>,
     pub open_failures: i64,
+    /// When `serve` next runs it on its schedule, and its next reconciliation pass, as stored.
+    pub next_run: Option<DateTime<Utc>>,
+    pub next_reconcile: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -338,14 +342,8 @@ impl Engine {
     /// Runs flows on their schedules until shutdown: enqueues due runs, claims and runs them
     /// (at most `engine.concurrency` at once), reclaims jobs of dead workers.
     pub async fn serve(self: &Arc<Self>, shutdown: Shutdown) -> Result<(), EngineError> {
-        let mut next_due: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-        for flow in self.config.flows.values().filter(|flow| flow.enabled) {
-            if let Some(trigger) = &flow.trigger {
-                let last = self.store.list_runs(Some(&flow.name), 1).await?.into_iter().next();
-                next_due.insert(flow.name.clone(), first_due(trigger, last.map(|run| run.started_at), Utc::now()));
-            }
-        }
-        tracing::info!(flows = next_due.len(), worker = %self.worker.0, "Scheduler started.");
+        let mut schedule = self.load_schedule().await?;
+        tracing::info!(triggers = schedule.len(), worker = %self.worker.0, "Scheduler started.");
         let kinds: Vec<String> = self.config.flows.keys().map(|name| format!("{RUN_FLOW_KIND}{name}")).collect();
         let mut running: JoinSet<()> = JoinSet::new();
         let mut tick = shutdown.clone();
@@ -357,22 +355,19 @@ impl Engine {
                 last_reclaim = now;
             }
             self.process_inbox().await?;
-            for (name, due) in next_due.iter_mut() {
-                if *due <= now {
-                    let kind = format!("{RUN_FLOW_KIND}{name}");
-                    self.store
-                        .enqueue_job(&NewJob {
-                            kind: kind.clone(),
-                            dedupe_key: Some(kind),
-                            payload: serde_json::json!({ "flow": name, "trigger": "schedule" }),
-                            run_at: now,
-                            max_attempts: RUN_FLOW_MAX_ATTEMPTS,
-                        })
-                        .await?;
-                    let trigger =
-                        self.config.flows[name].trigger.as_ref().expect("only scheduled flows are in next_due");
-                    *due = next_after(trigger, now);
-                }
+            for due in schedule.iter_mut().filter(|due| due.at <= now) {
+                let kind = format!("{RUN_FLOW_KIND}{}", due.flow);
+                self.store
+                    .enqueue_job(&NewJob {
+                        kind: kind.clone(),
+                        dedupe_key: Some(kind),
+                        payload: serde_json::json!({ "flow": due.flow, "trigger": due.label, "full": due.full }),
+                        run_at: now,
+                        max_attempts: RUN_FLOW_MAX_ATTEMPTS,
+                    })
+                    .await?;
+                due.at = due.trigger.next_after(now);
+                self.store.put_schedule(&due.key, &due.trigger.spec(), due.at).await?;
             }
             while running.try_join_next().is_some() {}
             let free = self.config.engine.concurrency.saturating_sub(running.len());
@@ -407,6 +402,50 @@ impl Engine {
         tracing::info!(running = running.len(), "Shutting down: finishing the current pages.");
         while running.join_next().await.is_some() {}
         Ok(())
+    }
+
+    /// Every trigger of every enabled flow with when it is next due, from the stored next-run
+    /// times (catch-up after downtime: a passed time is due now, once), stored back.
+    async fn load_schedule(&self) -> Result<Vec<DueTrigger>, EngineError> {
+        let stored: HashMap<String, (String, DateTime<Utc>)> = self
+            .store
+            .schedules()
+            .await?
+            .into_iter()
+            .map(|schedule| (schedule.name, (schedule.spec, schedule.next_run_at)))
+            .collect();
+        let now = Utc::now();
+        let mut schedule = Vec::new();
+        for flow in self.config.flows.values().filter(|flow| flow.enabled) {
+            if let Some(trigger) = &flow.trigger {
+                let last = self.store.list_runs(Some(&flow.name), 1).await?.into_iter().next();
+                let kept = stored.get(&flow.name).map(|(spec, at)| (spec.as_str(), *at));
+                let at = first_due(trigger, kept, last.map(|run| run.started_at), now);
+                schedule.push(DueTrigger {
+                    key: flow.name.clone(),
+                    flow: flow.name.clone(),
+                    trigger: trigger.clone(),
+                    label: "schedule",
+                    full: false,
+                    at,
+                });
+            }
+            if let Some(every) = flow.reconcile {
+                let key = format!("{}#reconcile", flow.name);
+                let trigger = Trigger::Interval(every);
+                // A first pass one interval after the first start, not at once: the flow's
+                // first sync is started by hand or by webhooks.
+                let at = match stored.get(&key) {
+                    Some((spec, at)) if *spec == trigger.spec() => (*at).max(now),
+                    _ => trigger.next_after(now),
+                };
+                schedule.push(DueTrigger { key, flow: flow.name.clone(), trigger, label: "reconcile", full: true, at });
+            }
+        }
+        for due in &schedule {
+            self.store.put_schedule(&due.key, &due.trigger.spec(), due.at).await?;
+        }
+        Ok(schedule)
     }
 
     /// Turns stored webhook deliveries into runs: each delivery triggers an incremental run
@@ -452,6 +491,8 @@ impl Engine {
 
     pub async fn status(&self) -> Result<Vec<FlowStatus>, EngineError> {
         let open: HashMap<String, i64> = self.store.count_open_dead_letters().await?.into_iter().collect();
+        let schedules: HashMap<String, DateTime<Utc>> =
+            self.store.schedules().await?.into_iter().map(|s| (s.name, s.next_run_at)).collect();
         let mut statuses = Vec::new();
         for flow in self.config.flows.values() {
             let runs = self.store.list_runs(Some(&flow.name), 50).await?;
@@ -469,6 +510,8 @@ impl Engine {
                 last_run: runs.into_iter().next(),
                 lag_seconds: last_success.map(|at| (Utc::now() - at).num_seconds()),
                 open_failures: open.get(&flow.name).copied().unwrap_or(0),
+                next_run: flow.trigger.as_ref().and(schedules.get(&flow.name).copied()),
+                next_reconcile: flow.reconcile.and(schedules.get(&format!("{}#reconcile", flow.name)).copied()),
             });
         }
         Ok(statuses)
@@ -607,53 +650,27 @@ impl Engine {
 
 fn describe_trigger(trigger: &Trigger) -> String {
     match trigger {
-        Trigger::Interval(every) => format!("every {}s", every.as_secs()),
-        Trigger::Cron(_, text) => format!("cron {text}"),
+        Trigger::Interval(every) => format!("every {}", crate::config::format_duration(*every)),
+        Trigger::Cron { text, zone, .. } => format!("cron {text} ({zone})"),
     }
 }
 
-/// When a scheduled flow is first due after start: at once if a run was missed while the
-/// process was down (catch-up, one run however many were missed), else at its next time.
-fn first_due(trigger: &Trigger, last_started: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
-    match last_started {
-        None => now,
-        Some(last) => {
-            let due = next_after(trigger, last);
-            if due <= now { now } else { due }
-        }
-    }
-}
-
-fn next_after(trigger: &Trigger, after: DateTime<Utc>) -> DateTime<Utc> {
-    match trigger {
-        Trigger::Interval(every) => after + chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::hours(1)),
-        Trigger::Cron(cron, _) => {
-            cron.find_next_occurrence(&after, false).unwrap_or(after + chrono::Duration::hours(1))
-        }
-    }
+/// One trigger of a flow in the scheduler's loop.
+struct DueTrigger {
+    /// Name in the store's schedules: the flow, or `<flow>#reconcile`.
+    key: String,
+    flow: String,
+    trigger: Trigger,
+    /// The run's trigger as recorded: `schedule` or `reconcile`.
+    label: &'static str,
+    /// A reconciliation pass reads everything, not from the checkpoint.
+    full: bool,
+    at: DateTime<Utc>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn catch_up_runs_once_at_start_when_a_run_was_missed() {
-        let trigger = Trigger::Interval(Duration::from_secs(300));
-        let now = Utc::now();
-        assert_eq!(first_due(&trigger, Some(now - chrono::Duration::hours(5)), now), now);
-        let recent = now - chrono::Duration::seconds(60);
-        assert_eq!(first_due(&trigger, Some(recent), now), recent + chrono::Duration::seconds(300));
-        assert_eq!(first_due(&trigger, None, now), now);
-    }
-
-    #[test]
-    fn cron_next_time() {
-        let cron: croner::Cron = "*/15 * * * *".parse().unwrap();
-        let trigger = Trigger::Cron(Box::new(cron), "*/15 * * * *".into());
-        let at = DateTime::parse_from_rfc3339("2026-11-26T10:07:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(next_after(&trigger, at).to_rfc3339(), "2026-11-26T10:15:00+00:00");
-    }
 
     #[test]
     fn dead_local_worker_detection() {

@@ -10,6 +10,7 @@ mod engine;
 mod error;
 pub mod flow;
 mod retry;
+pub mod schedule;
 pub mod shutdown;
 
 pub use engine::{Engine, FlowStatus, TraceReport, WorkerId};

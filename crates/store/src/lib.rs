@@ -40,6 +40,12 @@ pub trait Store: Send + Sync + 'static {
     async fn put_checkpoint(&self, flow: &str, source_system: &str, checkpoint: &Checkpoint) -> Result<()>;
     async fn reset_checkpoint(&self, flow: &str, source_system: &str) -> Result<()>;
 
+    // --- schedules -----------------------------------------------------------------------------
+    /// Every stored schedule: `(name, spec, next run)`.
+    async fn schedules(&self) -> Result<Vec<StoredSchedule>>;
+    /// Stores when the trigger `name` (configured as `spec`) is next due.
+    async fn put_schedule(&self, name: &str, spec: &str, next_run_at: DateTime<Utc>) -> Result<()>;
+
     // --- links and snapshots -----------------------------------------------------------------
     /// For each source record of a page: its record identity (by link from the source id, else
     /// by natural key), its id in the target, and the snapshot of the last write to the target.

@@ -4,10 +4,16 @@ use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// `(version, description, sql)` of every SQLite migration.
-const SQLITE: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/sqlite/0001_initial.sql"))];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/sqlite/0001_initial.sql")),
+    (2, "schedules", include_str!("../migrations/sqlite/0002_schedules.sql")),
+];
 
 /// `(version, description, sql)` of every PostgreSQL migration: the same versions as SQLite.
-const POSTGRES: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/postgres/0001_initial.sql"))];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/postgres/0001_initial.sql")),
+    (2, "schedules", include_str!("../migrations/postgres/0002_schedules.sql")),
+];
 
 /// Embedded with `include_str!` rather than `sqlx::migrate!`, which needs the `macros` feature;
 /// the migrations table and checksums are sqlx's own, so the `sqlx` CLI reads them as usual.

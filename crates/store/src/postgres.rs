@@ -10,8 +10,8 @@ use crate::page::{self, DeadLetterOp, ExistingState, LinkWrite, PagePlan, Snapsh
 use crate::{
     AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, InboxDelivery, InboxId, InboxInsert, Job,
     JobId, JobState, LinkQuery, LinkState, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit, RecordIdentity,
-    RecordLogEntry, RecordOutcome, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store, StoreError, SystemLink,
-    migrations,
+    RecordLogEntry, RecordOutcome, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store, StoreError,
+    StoredSchedule, SystemLink, migrations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -174,6 +174,40 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(StoreError::query("resetting a checkpoint"))?;
+        Ok(())
+    }
+
+    // --- schedules -----------------------------------------------------------------------------
+
+    async fn schedules(&self) -> Result<Vec<StoredSchedule>> {
+        const DOING: &str = "reading schedules";
+        let rows = sqlx::query("SELECT name, spec, next_run_at FROM schedules ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(DOING))?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredSchedule {
+                    name: get(row, "name", DOING)?,
+                    spec: get(row, "spec", DOING)?,
+                    next_run_at: get(row, "next_run_at", DOING)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_schedule(&self, name: &str, spec: &str, next_run_at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (name, spec, next_run_at, updated_at) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_run_at = excluded.next_run_at, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(spec)
+        .bind(next_run_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("storing a schedule"))?;
         Ok(())
     }
 

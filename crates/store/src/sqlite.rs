@@ -17,7 +17,8 @@ use crate::page::{self, DeadLetterOp, ExistingState, PagePlan, SnapshotChange};
 use crate::{
     AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, InboxDelivery, InboxId, InboxInsert, Job,
     JobId, JobState, LinkQuery, LinkState, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit, RecordIdentity,
-    RecordLogEntry, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store, StoreError, SystemLink, migrations,
+    RecordLogEntry, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store, StoreError, StoredSchedule, SystemLink,
+    migrations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -292,6 +293,41 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(StoreError::query("resetting a checkpoint"))?;
+        Ok(())
+    }
+
+    // --- schedules -----------------------------------------------------------------------------
+
+    async fn schedules(&self) -> Result<Vec<StoredSchedule>> {
+        const DOING: &str = "reading schedules";
+        let rows = sqlx::query("SELECT name, spec, next_run_at FROM schedules ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::query(DOING))?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredSchedule {
+                    name: get(row, "name", DOING)?,
+                    spec: get(row, "spec", DOING)?,
+                    next_run_at: from_micros("schedule next run", get(row, "next_run_at", DOING)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_schedule(&self, name: &str, spec: &str, next_run_at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (name, spec, next_run_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_run_at = excluded.next_run_at, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(spec)
+        .bind(next_run_at.timestamp_micros())
+        .bind(Utc::now().timestamp_micros())
+        .execute(&self.writer)
+        .await
+        .map_err(StoreError::query("storing a schedule"))?;
         Ok(())
     }
 

@@ -451,3 +451,12 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
     pub at: DateTime<Utc>,
 }
+
+/// When a scheduled trigger is next due, as the scheduler stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSchedule {
+    pub name: String,
+    /// The trigger as configured when this was stored.
+    pub spec: String,
+    pub next_run_at: DateTime<Utc>,
+}

@@ -45,6 +45,7 @@ macro_rules! conformance {
 conformance! {
     migrations_are_idempotent,
     checkpoints_roundtrip_and_reset,
+    schedules_are_stored_and_replaced,
     lookup_of_unknown_records_is_empty,
     lookup_by_source_id_after_commit,
     lookup_by_natural_key,
@@ -299,6 +300,21 @@ async fn migrations_are_idempotent(store: Arc<dyn Store>) {
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), latest_schema_version());
+}
+
+async fn schedules_are_stored_and_replaced(store: Arc<dyn Store>) {
+    assert!(store.schedules().await.unwrap().is_empty());
+    store.put_schedule("products", "every 300s", time(10)).await.unwrap();
+    store.put_schedule("orders#reconcile", "every 3600s", time(20)).await.unwrap();
+    store.put_schedule("products", "cron 0 * * * * UTC", time(30)).await.unwrap();
+    let stored = store.schedules().await.unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            StoredSchedule { name: "orders#reconcile".into(), spec: "every 3600s".into(), next_run_at: time(20) },
+            StoredSchedule { name: "products".into(), spec: "cron 0 * * * * UTC".into(), next_run_at: time(30) },
+        ]
+    );
 }
 
 async fn checkpoints_roundtrip_and_reset(store: Arc<dyn Store>) {
