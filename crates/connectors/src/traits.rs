@@ -65,6 +65,22 @@ pub struct RecordProblem {
 pub trait Source: Send + Sync {
     fn capabilities(&self, entity: EntityKind) -> Capabilities;
     async fn read_page(&self, request: &ReadRequest<'_>) -> Result<SourcePage, ConnectorError>;
+
+    /// Whether [`Source::fetch`] works for `entity`.
+    fn can_fetch(&self, _entity: EntityKind) -> bool {
+        false
+    }
+
+    /// The current state of records by their ids in this system: for webhook events that only
+    /// name an id, and for two-way merges that must see the target as it is now. One entry per
+    /// id, in order; `None` when the system has no such record (it was deleted).
+    async fn fetch(&self, entity: EntityKind, _ids: &[String]) -> Result<Vec<Option<SourceRecord>>, ConnectorError> {
+        Err(ConnectorError::new(
+            crate::ErrorKind::InvalidRequest,
+            format!("reading {entity} records by id"),
+            "this connector cannot read records by id",
+        ))
+    }
 }
 
 /// One record to write.
@@ -103,6 +119,46 @@ pub trait Sink: Send + Sync {
     /// Writes a batch. `Err` means nothing of the batch is known to be written (retry it
     /// whole); `Ok` has one outcome per item, in order.
     async fn write_batch(&self, batch: &WriteBatch) -> Result<Vec<WriteOutcome>, ConnectorError>;
+
+    /// Archives or deletes records that were deleted at the source (see
+    /// [`Capabilities::delete`]). `Ok` has one outcome per item, in order: `Updated` when the
+    /// record was archived or deleted (the engine records the delete), `Failed` otherwise.
+    async fn delete_batch(
+        &self,
+        entity: EntityKind,
+        items: &[DeleteItem],
+        _mode: DeleteMode,
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        Ok(items
+            .iter()
+            .map(|_| {
+                WriteOutcome::Failed(ConnectorError::new(
+                    crate::ErrorKind::InvalidRequest,
+                    format!("deleting {entity} records"),
+                    "this connector cannot delete or archive records",
+                ))
+            })
+            .collect())
+    }
+}
+
+/// One record to archive or delete in a target.
+#[derive(Debug, Clone)]
+pub struct DeleteItem {
+    pub target_id: String,
+    pub natural_key: Option<String>,
+}
+
+/// What a flow does in the target with a record deleted at the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteMode {
+    /// Nothing: the target keeps it.
+    #[default]
+    Ignore,
+    /// Keep it but take it out of sale (archived, draft, inactive).
+    Archive,
+    Delete,
 }
 
 /// A webhook delivery whose signature checked out.

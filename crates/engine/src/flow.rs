@@ -521,6 +521,7 @@ pub(crate) async fn process_page(
             target_system: flow.target.clone(),
             outcomes,
             checkpoint: checkpoint_after,
+            states: Vec::new(),
             at: Utc::now(),
         })
         .await?;

@@ -46,6 +46,22 @@ pub trait Store: Send + Sync + 'static {
     /// Stores when the trigger `name` (configured as `spec`) is next due.
     async fn put_schedule(&self, name: &str, spec: &str, next_run_at: DateTime<Utc>) -> Result<()>;
 
+    // --- two-way state and reconciliation ------------------------------------------------------
+    /// The stored states of records in `system` (see [`StateWrite`]), for those that have one.
+    async fn record_states(
+        &self,
+        system: &str,
+        record_uids: &[RecordUid],
+    ) -> Result<std::collections::HashMap<RecordUid, serde_json::Value>>;
+    /// Records of `entity` linked in `source_system` and in `target_system` whose target
+    /// snapshot has a hash (written and not deleted since), by record.
+    async fn linked_records(
+        &self,
+        entity: EntityKind,
+        source_system: &str,
+        target_system: &str,
+    ) -> Result<Vec<LinkedRecord>>;
+
     // --- links and snapshots -----------------------------------------------------------------
     /// For each source record of a page: its record identity (by link from the source id, else
     /// by natural key), its id in the target, and the snapshot of the last write to the target.

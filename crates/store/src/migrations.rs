@@ -7,12 +7,14 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 const SQLITE: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, "schedules", include_str!("../migrations/sqlite/0002_schedules.sql")),
+    (3, "record states", include_str!("../migrations/sqlite/0003_record_states.sql")),
 ];
 
 /// `(version, description, sql)` of every PostgreSQL migration: the same versions as SQLite.
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/postgres/0001_initial.sql")),
     (2, "schedules", include_str!("../migrations/postgres/0002_schedules.sql")),
+    (3, "record states", include_str!("../migrations/postgres/0003_record_states.sql")),
 ];
 
 /// Embedded with `include_str!` rather than `sqlx::migrate!`, which needs the `macros` feature;

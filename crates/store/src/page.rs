@@ -411,6 +411,7 @@ mod tests {
             target_system: "shop".to_string(),
             outcomes,
             checkpoint: None,
+            states: Vec::new(),
             at: Utc::now(),
         }
     }

@@ -9,13 +9,13 @@ use crate::codec;
 use crate::page::{self, DeadLetterOp, ExistingState, LinkWrite, PagePlan, SnapshotChange, SnapshotWrite};
 use crate::{
     AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, InboxDelivery, InboxId, InboxInsert, Job,
-    JobId, JobState, LinkQuery, LinkState, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit, RecordIdentity,
-    RecordLogEntry, RecordOutcome, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store, StoreError,
-    StoredSchedule, SystemLink, migrations,
+    JobId, JobState, LinkQuery, LinkState, LinkedRecord, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit,
+    RecordIdentity, RecordLogEntry, RecordOutcome, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store,
+    StoreError, StoredSchedule, SystemLink, migrations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use erpsync_model::Checkpoint;
+use erpsync_model::{Checkpoint, EntityKind};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
@@ -211,6 +211,66 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    // --- two-way state and reconciliation --------------------------------------------------------
+
+    async fn record_states(
+        &self,
+        system: &str,
+        record_uids: &[RecordUid],
+    ) -> Result<std::collections::HashMap<RecordUid, serde_json::Value>> {
+        const DOING: &str = "reading record states";
+        if record_uids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let rows =
+            sqlx::query("SELECT record_uid, payload FROM record_states WHERE system = $1 AND record_uid = ANY($2)")
+                .bind(system)
+                .bind(record_uids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query(DOING))?;
+        let mut states = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let payload: sqlx::types::Json<serde_json::Value> = get(&row, "payload", DOING)?;
+            states.insert(get(&row, "record_uid", DOING)?, payload.0);
+        }
+        Ok(states)
+    }
+
+    async fn linked_records(
+        &self,
+        entity: EntityKind,
+        source_system: &str,
+        target_system: &str,
+    ) -> Result<Vec<LinkedRecord>> {
+        const DOING: &str = "listing linked records";
+        let rows = sqlx::query(
+            "SELECT s.record_uid, s.external_id AS source_id, t.external_id AS target_id, r.natural_key
+             FROM links s
+             JOIN links t ON t.record_uid = s.record_uid AND t.system = $3
+             JOIN snapshots n ON n.record_uid = s.record_uid AND n.target_system = $3
+             JOIN records r ON r.record_uid = s.record_uid
+             WHERE s.system = $2 AND s.entity = $1 AND n.target_hash IS NOT NULL
+             ORDER BY s.record_uid",
+        )
+        .bind(entity.as_str())
+        .bind(source_system)
+        .bind(target_system)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(DOING))?;
+        rows.iter()
+            .map(|row| {
+                Ok(LinkedRecord {
+                    record_uid: get(row, "record_uid", DOING)?,
+                    source_id: get(row, "source_id", DOING)?,
+                    target_id: get(row, "target_id", DOING)?,
+                    natural_key: get(row, "natural_key", DOING)?,
+                })
+            })
+            .collect()
+    }
+
     // --- links and snapshots -------------------------------------------------------------------
 
     /// One query for the whole page; the same rules as the SQLite store: matching by natural
@@ -302,6 +362,7 @@ impl Store for PostgresStore {
         let new_uids = allocate_record_uids(&mut tx, n_new).await?;
         let plan = page::plan_page(page, &existing, &new_uids)?;
         write_plan(&mut tx, page, &plan).await?;
+        write_states(&mut tx, page, &plan.record_uids).await?;
         tx.commit().await.map_err(StoreError::query("committing a page"))?;
         Ok(plan.record_uids)
     }
@@ -960,6 +1021,36 @@ async fn allocate_record_uids(tx: &mut Transaction<'static, Postgres>, count: us
         .map_err(StoreError::query("allocating record identities"))?;
     uids.sort_unstable();
     Ok(uids)
+}
+
+async fn write_states(tx: &mut Transaction<'static, Postgres>, page: &PageCommit, uids: &[RecordUid]) -> Result<()> {
+    if page.states.is_empty() {
+        return Ok(());
+    }
+    let mut record_uids = Vec::with_capacity(page.states.len());
+    let mut systems = Vec::with_capacity(page.states.len());
+    let mut payloads = Vec::with_capacity(page.states.len());
+    for state in &page.states {
+        if let Some(uid) = uids.get(state.outcome) {
+            record_uids.push(*uid);
+            systems.push(state.system.as_str());
+            payloads.push(sqlx::types::Json(&state.payload));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO record_states (record_uid, system, payload, updated_at)
+         SELECT u.record_uid, u.system, u.payload, $4::timestamptz
+         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[]) AS u (record_uid, system, payload)
+         ON CONFLICT (record_uid, system) DO UPDATE SET payload = excluded.payload, updated_at = excluded.updated_at",
+    )
+    .bind(&record_uids)
+    .bind(&systems)
+    .bind(&payloads)
+    .bind(page.at)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query("storing record states"))?;
+    Ok(())
 }
 
 async fn write_plan(tx: &mut Transaction<'static, Postgres>, page: &PageCommit, plan: &PagePlan) -> Result<()> {

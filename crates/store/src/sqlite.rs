@@ -16,13 +16,13 @@ use crate::codec::{self, from_micros, from_micros_opt, micros};
 use crate::page::{self, DeadLetterOp, ExistingState, PagePlan, SnapshotChange};
 use crate::{
     AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, InboxDelivery, InboxId, InboxInsert, Job,
-    JobId, JobState, LinkQuery, LinkState, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit, RecordIdentity,
-    RecordLogEntry, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store, StoreError, StoredSchedule, SystemLink,
-    migrations,
+    JobId, JobState, LinkQuery, LinkState, LinkedRecord, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit,
+    RecordIdentity, RecordLogEntry, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store, StoreError,
+    StoredSchedule, SystemLink, migrations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use erpsync_model::Checkpoint;
+use erpsync_model::{Checkpoint, EntityKind};
 use serde_json::json;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -331,6 +331,70 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    // --- two-way state and reconciliation --------------------------------------------------------
+
+    async fn record_states(
+        &self,
+        system: &str,
+        record_uids: &[RecordUid],
+    ) -> Result<HashMap<RecordUid, serde_json::Value>> {
+        const DOING: &str = "reading record states";
+        if record_uids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT record_uid, payload FROM record_states
+             WHERE system = ?1 AND record_uid IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(system)
+        .bind(json_batch(&json!(record_uids)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::query(DOING))?;
+        let mut states = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let payload: String = get(&row, "payload", DOING)?;
+            let value = serde_json::from_str(&payload)
+                .map_err(|error| StoreError::Corrupt { what: "record state", detail: format!("not JSON: {error}") })?;
+            states.insert(get(&row, "record_uid", DOING)?, value);
+        }
+        Ok(states)
+    }
+
+    async fn linked_records(
+        &self,
+        entity: EntityKind,
+        source_system: &str,
+        target_system: &str,
+    ) -> Result<Vec<LinkedRecord>> {
+        const DOING: &str = "listing linked records";
+        let rows = sqlx::query(
+            "SELECT s.record_uid, s.external_id AS source_id, t.external_id AS target_id, r.natural_key
+             FROM links s
+             JOIN links t ON t.record_uid = s.record_uid AND t.system = ?3
+             JOIN snapshots n ON n.record_uid = s.record_uid AND n.target_system = ?3
+             JOIN records r ON r.record_uid = s.record_uid
+             WHERE s.system = ?2 AND s.entity = ?1 AND n.target_hash IS NOT NULL
+             ORDER BY s.record_uid",
+        )
+        .bind(entity.as_str())
+        .bind(source_system)
+        .bind(target_system)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::query(DOING))?;
+        rows.iter()
+            .map(|row| {
+                Ok(LinkedRecord {
+                    record_uid: get(row, "record_uid", DOING)?,
+                    source_id: get(row, "source_id", DOING)?,
+                    target_id: get(row, "target_id", DOING)?,
+                    natural_key: get(row, "natural_key", DOING)?,
+                })
+            })
+            .collect()
+    }
+
     // --- links and snapshots -------------------------------------------------------------------
 
     /// One query for the whole page. Matching by natural key only considers records that have
@@ -381,6 +445,7 @@ impl Store for SqliteStore {
         let new_uids = allocate_record_uids(&mut tx, n_new).await?;
         let plan = page::plan_page(page, &existing, &new_uids)?;
         write_plan(&mut tx, page, &plan).await?;
+        write_states(&mut tx, page, &plan.record_uids).await?;
         tx.commit().await.map_err(StoreError::query("committing a page"))?;
         Ok(plan.record_uids)
     }
@@ -1025,6 +1090,29 @@ async fn allocate_record_uids(tx: &mut Transaction<'static, Sqlite>, count: usiz
         .map_err(StoreError::query("allocating record identities"))?;
     let count = i64::try_from(count).unwrap_or(i64::MAX);
     Ok((1..=count).map(|offset| highest + offset).collect())
+}
+
+async fn write_states(tx: &mut Transaction<'static, Sqlite>, page: &PageCommit, uids: &[RecordUid]) -> Result<()> {
+    if page.states.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = page
+        .states
+        .iter()
+        .filter_map(|state| uids.get(state.outcome).map(|uid| json!([uid, state.system, state.payload.to_string()])))
+        .collect();
+    sqlx::query(
+        "INSERT INTO record_states (record_uid, system, payload, updated_at)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2
+         FROM json_each(?1) WHERE true
+         ON CONFLICT (record_uid, system) DO UPDATE SET payload = excluded.payload, updated_at = excluded.updated_at",
+    )
+    .bind(json_batch(&serde_json::Value::Array(rows)))
+    .bind(micros(page.at))
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query("storing record states"))?;
+    Ok(())
 }
 
 async fn write_plan(tx: &mut Transaction<'static, Sqlite>, page: &PageCommit, plan: &PagePlan) -> Result<()> {

@@ -93,7 +93,27 @@ pub struct PageCommit {
     pub outcomes: Vec<RecordOutcome>,
     /// The flow's checkpoint after this page; `None` leaves it as it is (dry runs, retries).
     pub checkpoint: Option<Checkpoint>,
+    /// Record states to store (two-way flows): the state of an outcome's record in a system.
+    pub states: Vec<StateWrite>,
     pub at: DateTime<Utc>,
+}
+
+/// The state of the record of `outcomes[outcome]` in `system`, as of this page.
+#[derive(Debug, Clone)]
+pub struct StateWrite {
+    pub outcome: usize,
+    pub system: String,
+    pub payload: serde_json::Value,
+}
+
+/// A record linked in both systems of a flow and in step in the target (a write snapshot with
+/// a hash): what a full reconciliation checks against the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedRecord {
+    pub record_uid: RecordUid,
+    pub source_id: String,
+    pub target_id: String,
+    pub natural_key: Option<String>,
 }
 
 /// What happened to one record of a page.

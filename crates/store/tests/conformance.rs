@@ -46,6 +46,8 @@ conformance! {
     migrations_are_idempotent,
     checkpoints_roundtrip_and_reset,
     schedules_are_stored_and_replaced,
+    record_states_are_committed_with_the_page,
+    linked_records_are_those_in_step_in_the_target,
     lookup_of_unknown_records_is_empty,
     lookup_by_source_id_after_commit,
     lookup_by_natural_key,
@@ -245,6 +247,7 @@ fn page(run_id: RunId, outcomes: Vec<RecordOutcome>) -> PageCommit {
         target_system: "shop".to_string(),
         outcomes,
         checkpoint: None,
+        states: Vec::new(),
         at: time(0),
     }
 }
@@ -315,6 +318,47 @@ async fn schedules_are_stored_and_replaced(store: Arc<dyn Store>) {
             StoredSchedule { name: "products".into(), spec: "cron 0 * * * * UTC".into(), next_run_at: time(30) },
         ]
     );
+}
+
+async fn record_states_are_committed_with_the_page(store: Arc<dyn Store>) {
+    let run = start_run(&*store, "products", time(0)).await;
+    let mut commit = page(run, vec![created("A", 1), created("B", 2)]);
+    commit.states = vec![
+        StateWrite { outcome: 0, system: "erp".into(), payload: json!({ "sku": "A", "price": "1.00" }) },
+        StateWrite { outcome: 0, system: "shop".into(), payload: json!({ "sku": "A", "price": "1.00", "x": 1 }) },
+        StateWrite { outcome: 1, system: "erp".into(), payload: json!({ "sku": "B" }) },
+    ];
+    let uids = store.commit_page(&commit).await.unwrap();
+    let erp = store.record_states("erp", &uids).await.unwrap();
+    assert_eq!(erp.len(), 2);
+    assert_eq!(erp[&uids[0]], json!({ "sku": "A", "price": "1.00" }));
+    let shop = store.record_states("shop", &uids).await.unwrap();
+    assert_eq!(shop.len(), 1);
+    assert_eq!(shop[&uids[0]]["x"], json!(1));
+
+    // A later page replaces the state.
+    let mut update =
+        page(run, vec![RecordOutcome { record_uid: Some(uids[0]), ..outcome("A", RecordAction::Unchanged) }]);
+    update.states =
+        vec![StateWrite { outcome: 0, system: "erp".into(), payload: json!({ "sku": "A", "price": "2.00" }) }];
+    store.commit_page(&update).await.unwrap();
+    let erp = store.record_states("erp", &uids[..1]).await.unwrap();
+    assert_eq!(erp[&uids[0]]["price"], json!("2.00"));
+    assert!(store.record_states("erp", &[]).await.unwrap().is_empty());
+}
+
+async fn linked_records_are_those_in_step_in_the_target(store: Arc<dyn Store>) {
+    let run = start_run(&*store, "products", time(0)).await;
+    let uids = store.commit_page(&page(run, vec![created("A", 1), created("B", 2), failed("C", "bad")])).await.unwrap();
+    let linked = store.linked_records(EntityKind::Product, "erp", "shop").await.unwrap();
+    let ids: Vec<(&str, &str)> = linked.iter().map(|l| (l.source_id.as_str(), l.target_id.as_str())).collect();
+    assert_eq!(ids, vec![("A", "shop-A"), ("B", "shop-B")]);
+    assert!(store.linked_records(EntityKind::Customer, "erp", "shop").await.unwrap().is_empty());
+    // Deleted in the target: no longer in step, so a second reconciliation does not delete it again.
+    let deleted = RecordOutcome { record_uid: Some(uids[0]), log: true, ..outcome("A", RecordAction::Deleted) };
+    store.commit_page(&page(run, vec![deleted])).await.unwrap();
+    let linked = store.linked_records(EntityKind::Product, "erp", "shop").await.unwrap();
+    assert_eq!(linked.iter().map(|l| l.source_id.as_str()).collect::<Vec<_>>(), vec!["B"]);
 }
 
 async fn checkpoints_roundtrip_and_reset(store: Arc<dyn Store>) {
