@@ -3,9 +3,10 @@
 //! Parsing collects every problem at once, each with file, line, column and field, instead of
 //! stopping at the first: a user fixing a configuration should see the whole list.
 
+use crate::merge::{FieldRule, FieldRules};
 use crate::schedule::Trigger;
 use croner::Cron;
-use erpsync_connectors::SystemConfig;
+use erpsync_connectors::{DeleteMode, SystemConfig};
 use erpsync_mapping::{CompileContext, LookupSpec, LookupTable, Lookups, Mapping, MappingSpec};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
@@ -98,6 +99,11 @@ pub struct FlowConfig {
     pub enabled: bool,
     /// Compiled `[flows.<name>.mapping]`; the identity when the flow has none.
     pub mapping: Mapping,
+    /// Two-way merge rules per field (`[flows.<name>.fields]`): `None` for a one-way flow,
+    /// which writes the source's record as it is.
+    pub fields: Option<FieldRules>,
+    /// What a full reconciliation does in the target with a record deleted at the source.
+    pub on_delete: DeleteMode,
 }
 
 /// Backoff for transient failures: `initial * 2^attempt`, capped at `max`, with jitter.
@@ -135,6 +141,10 @@ struct RawFlow {
     enabled: bool,
     #[serde(default)]
     mapping: Option<MappingSpec>,
+    #[serde(default)]
+    fields: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    on_delete: DeleteMode,
 }
 
 fn default_page_size() -> usize {
@@ -487,6 +497,36 @@ impl Config {
                 None if trigger.is_none() => Some(Duration::from_secs(3600)),
                 None => None,
             };
+            let fields = raw.fields.as_ref().map(|table| {
+                let mut rules = FieldRules::default();
+                for (key, value) in table {
+                    let rule = match value.as_str() {
+                        "newest" => Some(FieldRule::Newest),
+                        system if system == raw.source || system == raw.target => {
+                            Some(FieldRule::Owner(system.to_string()))
+                        }
+                        other => {
+                            problems.push(
+                                value_offset("fields"),
+                                format!("{field}.fields.{key}"),
+                                format!(
+                                    "{other:?}: a field belongs to {:?} or {:?}, or to the \"newest\" change",
+                                    raw.source, raw.target
+                                ),
+                            );
+                            None
+                        }
+                    };
+                    if let Some(rule) = rule {
+                        if key == "*" {
+                            rules.default = Some(rule);
+                        } else {
+                            rules.fields.insert(key.clone(), rule);
+                        }
+                    }
+                }
+                rules
+            });
             if raw.page_size == 0 || raw.page_size > 10_000 {
                 problems.push(value_offset("page_size"), format!("{field}.page_size"), "must be between 1 and 10000");
             }
@@ -550,8 +590,30 @@ impl Config {
                         retry: raw.retry,
                         enabled: raw.enabled,
                         mapping,
+                        fields,
+                        on_delete: raw.on_delete,
                     },
                 );
+            }
+        }
+
+        // Two flows of one entity in opposite directions are a two-way sync. Without rules of
+        // their own, customers' fields go to the newest change (contact data is edited on both
+        // sides); other entities keep "the source writes its record" (the ERP's products and
+        // stock, the shop's orders) with echo suppression.
+        let two_way_customers: Vec<String> = flows
+            .values()
+            .filter(|flow| flow.fields.is_none() && flow.entity == EntityKind::Customer)
+            .filter(|flow| {
+                flows.values().any(|other| {
+                    other.entity == flow.entity && other.source == flow.target && other.target == flow.source
+                })
+            })
+            .map(|flow| flow.name.clone())
+            .collect();
+        for name in two_way_customers {
+            if let Some(flow) = flows.get_mut(&name) {
+                flow.fields = Some(FieldRules { default: Some(FieldRule::Newest), fields: BTreeMap::new() });
             }
         }
 

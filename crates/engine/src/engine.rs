@@ -160,7 +160,8 @@ impl Engine {
         let flow = self.flow_config(name)?.clone();
         let source = self.source(&flow, &flow.source)?;
         let sink = self.sink(&flow, &flow.target)?;
-        Ok(FlowContext { flow, store: self.store.clone(), source, sink })
+        let target_reader = if flow.fields.is_some() { Some(self.source(&flow, &flow.target)?) } else { None };
+        Ok(FlowContext { flow, store: self.store.clone(), source, sink, target_reader })
     }
 
     fn source(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Source>, EngineError> {

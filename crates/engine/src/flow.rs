@@ -7,16 +7,17 @@ use crate::config::FlowConfig;
 use crate::shutdown::Shutdown;
 use chrono::Utc;
 use erpsync_connectors::{
-    ConnectorError, ReadRequest, Sink, Source, SourcePage, SourceRecord, WriteBatch, WriteItem, WriteOutcome,
+    ConnectorError, DeleteItem, DeleteMode, ReadRequest, Sink, Source, SourcePage, SourceRecord, WriteBatch, WriteItem,
+    WriteOutcome,
 };
 use erpsync_mapping::{Applied, Mapping, RecordMappingError};
 use erpsync_model::{Checkpoint, ContentHash, Record, envelope};
 use erpsync_store::{
     LinkQuery, LinkQueryItem, NewDeadLetter, NewRun, PageCommit, RecordAction, RecordOutcome, RecordUid, RunCounts,
-    RunId, RunStatus, Store,
+    RunId, RunStatus, StateWrite, Store,
 };
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,9 @@ pub struct FlowContext {
     pub store: Arc<dyn Store>,
     pub source: Arc<dyn Source>,
     pub sink: Arc<dyn Sink>,
+    /// The target read as a source, for two-way merges that fetch the target's current state
+    /// of a record before writing it. `None` for one-way flows.
+    pub target_reader: Option<Arc<dyn Source>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -149,6 +153,10 @@ async fn run_pages(
     // calls) and writing (target calls, the store commit) then overlap. The read-ahead only
     // depends on the checkpoint the current page ends at, never on what processing stores.
     let mut read_ahead: Option<ReadAhead> = None;
+    // A full run that reads to the end sees every record of the source: what is linked but
+    // was not seen was deleted there.
+    let mut seen: Option<HashSet<String>> =
+        (options.full && !options.dry_run && flow.on_delete != DeleteMode::Ignore).then(HashSet::new);
     loop {
         if shutdown.is_requested() {
             return Ok((counts, pages, true));
@@ -171,6 +179,9 @@ async fn run_pages(
                 shutdown.clone(),
             ))));
         }
+        if let Some(seen) = seen.as_mut() {
+            seen.extend(page.records.iter().map(|record| record.source_id.clone()));
+        }
         let processed =
             process_page(ctx, run_id, page.records, Some(next_checkpoint.clone()), options.dry_run, shutdown).await;
         match processed {
@@ -183,6 +194,15 @@ async fn run_pages(
         }
         checkpoint = next_checkpoint;
         if done {
+            // A run with failures may have missed records, so it never deletes.
+            if let Some(seen) = seen
+                && counts.failed == 0
+            {
+                match delete_missing(ctx, run_id, &seen).await {
+                    Ok(page_counts) => add_counts(&mut counts, &page_counts),
+                    Err(error) => return Err((error, counts, pages)),
+                }
+            }
             return Ok((counts, pages, false));
         }
     }
@@ -253,6 +273,8 @@ struct Candidate {
     /// The record before mapping, when the flow maps: what a dead letter keeps.
     original: Option<Record>,
     hash: ContentHash,
+    /// What the record log says about a successful write (two-way conflicts).
+    note: Option<String>,
 }
 
 impl Candidate {
@@ -389,7 +411,17 @@ pub(crate) async fn process_page(
             _ => None,
         };
         let hash = record.content_hash();
-        candidates.push(Candidate { index, source_id, natural_key, origin, origin_key, record, original, hash });
+        candidates.push(Candidate {
+            index,
+            source_id,
+            natural_key,
+            origin,
+            origin_key,
+            record,
+            original,
+            hash,
+            note: None,
+        });
     }
 
     let states = if candidates.is_empty() {
@@ -409,6 +441,16 @@ pub(crate) async fn process_page(
         };
         ctx.store.lookup_links(&query).await?
     };
+
+    // Two-way flows merge with what each system had at the last sync.
+    let merging = flow.fields.is_some();
+    let (source_states, target_states) = if merging {
+        let uids: Vec<RecordUid> = states.iter().filter_map(|state| state.record_uid).collect();
+        (ctx.store.record_states(&flow.source, &uids).await?, ctx.store.record_states(&flow.target, &uids).await?)
+    } else {
+        Default::default()
+    };
+    let mut to_merge: Vec<(Candidate, RecordUid, String)> = Vec::new();
 
     // Decide per candidate: duplicate of an earlier row of the same file, unchanged, or write.
     let mut to_write: Vec<(Candidate, Option<RecordUid>, Option<String>)> = Vec::new();
@@ -434,6 +476,28 @@ pub(crate) async fn process_page(
                 continue;
             }
         }
+        // Two-way merges: a record that reads as it was at the last sync, when both systems
+        // had the same, has nothing to merge (this is also how an echo of erpsync's own write
+        // is recognised). A merged write the other system has not received yet is not in
+        // step, and goes on to the merge, which sends it there.
+        if merging && let Some(uid) = state.record_uid {
+            let now = serde_json::to_value(&candidate.record).ok();
+            if now.is_some() && source_states.get(&uid) == now.as_ref() && target_states.get(&uid) == now.as_ref() {
+                outcomes[candidate.index] = Some(RecordOutcome {
+                    record_uid: Some(uid),
+                    source_id: candidate.source_id,
+                    natural_key: Some(candidate.natural_key),
+                    target_id: None,
+                    action: RecordAction::Unchanged,
+                    target_hash: None,
+                    origin: None,
+                    message: None,
+                    dead_letter: None,
+                    log: false,
+                });
+                continue;
+            }
+        }
         // Echo suppression for two-way flows: a record that reads exactly as erpsync last wrote
         // it to this source (by the flow in the other direction) is that write coming back,
         // not a change; syncing it back would ping-pong.
@@ -442,7 +506,7 @@ pub(crate) async fn process_page(
                 Some(original) => original.content_hash(),
                 None => candidate.hash,
             };
-            if read == written {
+            if read == written && !merging {
                 outcomes[candidate.index] = Some(RecordOutcome {
                     record_uid: state.record_uid,
                     source_id: candidate.source_id,
@@ -457,6 +521,10 @@ pub(crate) async fn process_page(
                 });
                 continue;
             }
+        }
+        if merging && let (Some(uid), Some(target_id)) = (state.record_uid, state.target_id.clone()) {
+            to_merge.push((candidate, uid, target_id));
+            continue;
         }
         if state.target_hash == Some(candidate.hash) {
             // Unchanged: no write. Only refresh where it was last seen when that changed, so a
@@ -477,6 +545,20 @@ pub(crate) async fn process_page(
             continue;
         }
         to_write.push((candidate, state.record_uid, state.target_id));
+    }
+
+    // The record states a two-way flow stores: per outcome, the source's record as read and
+    // the record the target has after this page.
+    let mut new_states: HashMap<usize, (serde_json::Value, serde_json::Value)> = HashMap::new();
+    if merging {
+        merge_with_target(ctx, to_merge, &source_states, &target_states, &mut outcomes, &mut to_write, &mut new_states)
+            .await?;
+        for (candidate, _, _) in &to_write {
+            new_states.entry(candidate.index).or_insert_with(|| {
+                let value = serde_json::to_value(&candidate.record).unwrap_or_default();
+                (value.clone(), value)
+            });
+        }
     }
 
     // First sync matches before it creates: ask the target for records without a target id.
@@ -508,6 +590,13 @@ pub(crate) async fn process_page(
 
     let outcomes: Vec<RecordOutcome> =
         outcomes.into_iter().map(|outcome| outcome.expect("every record of the page got an outcome")).collect();
+    let mut states = Vec::new();
+    for (index, (source_state, target_state)) in new_states {
+        if matches!(outcomes[index].action, RecordAction::Created | RecordAction::Updated | RecordAction::Unchanged) {
+            states.push(StateWrite { outcome: index, system: flow.source.clone(), payload: source_state });
+            states.push(StateWrite { outcome: index, system: flow.target.clone(), payload: target_state });
+        }
+    }
     let mut counts = RunCounts::default();
     for outcome in &outcomes {
         counts.add(outcome.action);
@@ -521,7 +610,7 @@ pub(crate) async fn process_page(
             target_system: flow.target.clone(),
             outcomes,
             checkpoint: checkpoint_after,
-            states: Vec::new(),
+            states,
             at: Utc::now(),
         })
         .await?;
@@ -623,7 +712,7 @@ async fn write_all(
                             action,
                             target_hash: Some(candidate.hash),
                             origin: candidate.origin_key,
-                            message: None,
+                            message: candidate.note,
                             dead_letter: None,
                             log: true,
                         });
@@ -661,6 +750,194 @@ async fn write_all(
         }
     }
     Ok(())
+}
+
+/// Two-way flows: merges each linked record with the target's current state (fetched when the
+/// target can read by id, else as stored at the last sync). A merged record the target already
+/// has is unchanged; the others join `to_write`, with their conflicts as the log's note.
+async fn merge_with_target(
+    ctx: &FlowContext,
+    to_merge: Vec<(Candidate, RecordUid, String)>,
+    source_states: &HashMap<RecordUid, serde_json::Value>,
+    target_states: &HashMap<RecordUid, serde_json::Value>,
+    outcomes: &mut [Option<RecordOutcome>],
+    to_write: &mut Vec<(Candidate, Option<RecordUid>, Option<String>)>,
+    new_states: &mut HashMap<usize, (serde_json::Value, serde_json::Value)>,
+) -> Result<(), EngineError> {
+    let flow = &ctx.flow;
+    let Some(rules) = &flow.fields else { return Ok(()) };
+    if to_merge.is_empty() {
+        return Ok(());
+    }
+    let fetched: Option<Vec<Option<SourceRecord>>> = match &ctx.target_reader {
+        Some(reader) if reader.can_fetch(flow.entity) => {
+            let ids: Vec<String> = to_merge.iter().map(|(_, _, target_id)| target_id.clone()).collect();
+            let mut found = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(250) {
+                found.extend(reader.fetch(flow.entity, chunk).await?);
+            }
+            Some(found)
+        }
+        _ => None,
+    };
+    for (position, (mut candidate, uid, target_id)) in to_merge.into_iter().enumerate() {
+        let source_now = serde_json::to_value(&candidate.record).unwrap_or_default();
+        let target_record: Option<Record> = match &fetched {
+            Some(found) => found.get(position).and_then(Option::as_ref).and_then(|r| r.content.clone().ok()),
+            None => target_states.get(&uid).and_then(|value| serde_json::from_value(value.clone()).ok()),
+        };
+        let Some(target_record) = target_record else {
+            // Nothing known of the target's record: write the source's.
+            new_states.insert(candidate.index, (source_now.clone(), source_now));
+            to_write.push((candidate, Some(uid), Some(target_id)));
+            continue;
+        };
+        let target_now = serde_json::to_value(&target_record).unwrap_or_default();
+        let merged = crate::merge::merge(
+            rules,
+            &crate::merge::Side {
+                system: &flow.source,
+                now: &source_now,
+                base: source_states.get(&uid),
+                changed_at: candidate.record.updated_at(),
+            },
+            &crate::merge::Side {
+                system: &flow.target,
+                now: &target_now,
+                base: target_states.get(&uid),
+                changed_at: target_record.updated_at(),
+            },
+        );
+        let record: Record = match serde_json::from_value(merged.value.clone()) {
+            Ok(record) => record,
+            Err(error) => {
+                outcomes[candidate.index] = Some(failed(
+                    Some(uid),
+                    &candidate.source_id,
+                    Some(candidate.natural_key.clone()),
+                    candidate.origin.clone(),
+                    "merge",
+                    format!("merging with {}'s record {target_id}: {error}", flow.target),
+                    candidate.dead_letter_payload(),
+                ));
+                continue;
+            }
+        };
+        let note = (!merged.conflicts.is_empty()).then(|| {
+            merged
+                .conflicts
+                .iter()
+                .map(|conflict| conflict.describe(&flow.source, &flow.target))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        if !merged.conflicts.is_empty() {
+            tracing::warn!(flow = %flow.name, record = %candidate.natural_key, conflicts = note.as_deref().unwrap_or_default(), "Two-way conflict settled.");
+        }
+        let hash = record.content_hash();
+        new_states.insert(candidate.index, (source_now, merged.value));
+        if hash == target_record.content_hash() {
+            // The target has the merged record already.
+            outcomes[candidate.index] = Some(RecordOutcome {
+                record_uid: Some(uid),
+                source_id: candidate.source_id,
+                natural_key: Some(candidate.natural_key),
+                target_id: None,
+                action: RecordAction::Unchanged,
+                target_hash: Some(hash),
+                origin: None,
+                message: note.clone(),
+                dead_letter: None,
+                log: note.is_some(),
+            });
+            continue;
+        }
+        candidate.record = record;
+        candidate.hash = hash;
+        candidate.note = note;
+        to_write.push((candidate, Some(uid), Some(target_id)));
+    }
+    Ok(())
+}
+
+/// Full reconciliation: archives or deletes in the target the records linked from the source
+/// that the source no longer has. Refuses when more than half of them would go (with at least
+/// ten linked): a source that returned too little (a wrong filter, an emptied export) must not
+/// empty a shop.
+async fn delete_missing(ctx: &FlowContext, run_id: RunId, seen: &HashSet<String>) -> Result<RunCounts, EngineError> {
+    let flow = &ctx.flow;
+    let linked = ctx.store.linked_records(flow.entity, &flow.source, &flow.target).await?;
+    let missing: Vec<_> = linked.iter().filter(|record| !seen.contains(&record.source_id)).collect();
+    let mut counts = RunCounts::default();
+    if missing.is_empty() {
+        return Ok(counts);
+    }
+    if linked.len() >= 10 && missing.len() * 2 > linked.len() {
+        return Err(EngineError::Stopped {
+            flow: flow.name.clone(),
+            reason: format!(
+                "the source no longer has {} of the {} records linked in {}; that looks like a partial \
+                 source, not deletes, so nothing was deleted (delete by hand if it is right)",
+                missing.len(),
+                linked.len(),
+                flow.target
+            ),
+        });
+    }
+    let verb = match flow.on_delete {
+        DeleteMode::Archive => "archived",
+        DeleteMode::Delete => "deleted",
+        DeleteMode::Ignore => return Ok(counts),
+    };
+    let batch_size = ctx.sink.max_batch_size(flow.entity).max(1);
+    for chunk in missing.chunks(batch_size) {
+        let items: Vec<DeleteItem> = chunk
+            .iter()
+            .map(|record| DeleteItem { target_id: record.target_id.clone(), natural_key: record.natural_key.clone() })
+            .collect();
+        let results = ctx.sink.delete_batch(flow.entity, &items, flow.on_delete).await?;
+        let mut outcomes = Vec::with_capacity(chunk.len());
+        for (record, result) in chunk.iter().zip(results) {
+            let (action, message) = match result {
+                WriteOutcome::Created { .. } | WriteOutcome::Updated { .. } => (
+                    RecordAction::Deleted,
+                    format!("no longer in {}: {verb} in {} ({})", flow.source, flow.target, record.target_id),
+                ),
+                // Logged and counted; the next reconciliation tries again.
+                WriteOutcome::Failed(error) => (
+                    RecordAction::Failed,
+                    format!("no longer in {}, but could not be {verb} in {}: {error}", flow.source, flow.target),
+                ),
+            };
+            counts.add(action);
+            outcomes.push(RecordOutcome {
+                record_uid: Some(record.record_uid),
+                source_id: record.source_id.clone(),
+                natural_key: None,
+                target_id: None,
+                action,
+                target_hash: None,
+                origin: None,
+                message: Some(message),
+                dead_letter: None,
+                log: true,
+            });
+        }
+        ctx.store
+            .commit_page(&PageCommit {
+                run_id,
+                flow: flow.name.clone(),
+                entity: flow.entity,
+                source_system: flow.source.clone(),
+                target_system: flow.target.clone(),
+                outcomes,
+                checkpoint: None,
+                states: Vec::new(),
+                at: Utc::now(),
+            })
+            .await?;
+    }
+    Ok(counts)
 }
 
 /// The id of a batch: a digest of the flow, the target, and every record's key, target id and

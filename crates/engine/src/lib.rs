@@ -9,6 +9,7 @@ pub mod config;
 mod engine;
 mod error;
 pub mod flow;
+pub mod merge;
 mod retry;
 pub mod schedule;
 pub mod shutdown;
