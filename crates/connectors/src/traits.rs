@@ -171,6 +171,14 @@ pub struct VerifiedDelivery {
     pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What a verified webhook delivery is about: one record of one entity, by its id in the
+/// sending system (the same id its [`Source`] gives as `source_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef {
+    pub entity: EntityKind,
+    pub id: String,
+}
+
 /// Verifies inbound webhooks of one system over the raw body, in constant time. A system with
 /// no secret configured must reject every delivery.
 pub trait WebhookReceiver: Send + Sync {
@@ -181,6 +189,14 @@ pub trait WebhookReceiver: Send + Sync {
         body: &[u8],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<VerifiedDelivery, ConnectorError>;
+
+    /// The records a verified delivery is about, so that only they are fetched and synced.
+    /// `Ok(None)` when the connector cannot tell (the flows reading from the system then pull
+    /// what changed since their checkpoint); `Ok(Some(empty))` for a delivery about nothing to
+    /// sync (a ping). Called on stored deliveries, never before the signature was verified.
+    fn decode(&self, _topic: &str, _body: &[u8]) -> Result<Option<Vec<EventRef>>, ConnectorError> {
+        Ok(None)
+    }
 }
 
 /// One webhook subscription registered in a system.

@@ -75,11 +75,14 @@ pub struct EngineSettings {
     pub concurrency: usize,
     /// Time zone of cron schedules (IANA name, `Europe/Berlin`); a flow's `timezone` overrides.
     pub timezone: String,
+    /// Webhook events waiting for one flow above this many records are a mass change: the flow
+    /// pulls what changed in pages instead of fetching each record by id.
+    pub coalesce_above: usize,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(60), concurrency: 4, timezone: "UTC".into() }
+        Self { lease: Duration::from_secs(60), concurrency: 4, timezone: "UTC".into(), coalesce_above: 200 }
     }
 }
 

@@ -7,13 +7,13 @@ use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
 use crate::schedule::{Trigger, first_due};
 use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
-use erpsync_connectors::{Sink, Source, SourceRecord, WebhookReceiver};
+use erpsync_connectors::{EventRef, Sink, Source, SourceRecord, WebhookReceiver};
 use erpsync_model::envelope;
 use erpsync_store::{
-    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, Job, JobState, NewAuditEntry, NewJob, NewRun,
-    RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, InboxId, Job, JobState, NewAuditEntry, NewJob,
+    NewRun, RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -304,7 +304,16 @@ impl Engine {
             run_options.trigger = "manual".into();
         }
         self.interrupt_stale_runs(&ctx.flow.name).await?;
-        let result = flow::run_flow(ctx, &run_options, &stop, progress).await;
+        // A job about the records of webhook events names them; the others pull.
+        let ids: Option<Vec<String>> = job
+            .payload
+            .get("ids")
+            .and_then(|ids| ids.as_array())
+            .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_string)).collect());
+        let result = match &ids {
+            Some(ids) => flow::run_records(ctx, ids, &run_options, &stop).await,
+            None => flow::run_flow(ctx, &run_options, &stop, progress).await,
+        };
         heartbeat.abort();
         let worker = &self.worker.0;
         let settled = match &result {
@@ -449,43 +458,89 @@ impl Engine {
         Ok(schedule)
     }
 
-    /// Turns stored webhook deliveries into runs: each delivery triggers an incremental run
-    /// of every enabled flow that reads from its system, which fetches the current state of
-    /// what changed. A burst of deliveries is coalesced into the one pending run. While such a
-    /// flow is running, its deliveries wait: that run may have read past the change already.
+    /// Turns stored webhook deliveries into runs of the flows that read from their system.
+    ///
+    /// Deliveries whose connector tells which records they are about become one run per flow
+    /// over just those records, fetched by id in their current state (so an update that
+    /// arrived before its create, or twice, syncs the latest state once). While a flow has a
+    /// run pending or running its deliveries wait, and accumulate: above
+    /// `engine.coalesce_above` records (a mass change), or when the connector cannot tell or
+    /// cannot fetch by id, the flow pulls what changed since its checkpoint instead, in pages.
     pub async fn process_inbox(&self) -> Result<u64, EngineError> {
-        let deliveries = self.store.pending_inbox(500).await?;
+        let deliveries = self.store.pending_inbox(5000).await?;
         if deliveries.is_empty() {
             return Ok(0);
         }
-        let running: std::collections::HashSet<String> =
-            self.store.list_jobs(Some(JobState::Running), 1000).await?.into_iter().map(|job| job.kind).collect();
-        let mut processed = 0;
+        let mut busy: HashSet<String> = HashSet::new();
+        for state in [JobState::Running, JobState::Pending] {
+            busy.extend(self.store.list_jobs(Some(state), 1000).await?.into_iter().map(|job| job.kind));
+        }
+        let mut by_system: BTreeMap<String, Vec<erpsync_store::InboxDelivery>> = BTreeMap::new();
         for delivery in deliveries {
+            by_system.entry(delivery.system.clone()).or_default().push(delivery);
+        }
+        let mut processed = 0;
+        for (system, deliveries) in by_system {
             let flows: Vec<&FlowConfig> =
-                self.config.flows.values().filter(|flow| flow.enabled && flow.source == delivery.system).collect();
+                self.config.flows.values().filter(|flow| flow.enabled && flow.source == system).collect();
             if flows.is_empty() {
-                let reason = format!("no enabled flow reads from system {:?}", delivery.system);
-                self.store.mark_inbox_processed(delivery.id, Some(&reason)).await?;
+                let reason = format!("no enabled flow reads from system {system:?}");
+                for delivery in &deliveries {
+                    self.store.mark_inbox_processed(delivery.id, Some(&reason)).await?;
+                }
                 continue;
             }
-            if flows.iter().any(|flow| running.contains(&format!("{RUN_FLOW_KIND}{}", flow.name))) {
+            if flows.iter().any(|flow| busy.contains(&format!("{RUN_FLOW_KIND}{}", flow.name))) {
                 continue;
+            }
+            let receiver = self.webhook_receiver(&system)?;
+            let mut pull = false;
+            let mut events: Vec<EventRef> = Vec::new();
+            let mut undecodable: Vec<(InboxId, String)> = Vec::new();
+            for delivery in &deliveries {
+                match receiver.as_ref().map(|receiver| receiver.decode(&delivery.topic, &delivery.body)) {
+                    Some(Ok(Some(refs))) => events.extend(refs),
+                    Some(Err(error)) => {
+                        tracing::warn!(system = %system, delivery = %delivery.delivery_id, error = %error, "A webhook delivery could not be decoded; its flows pull instead.");
+                        undecodable.push((delivery.id, error.to_string()));
+                        pull = true;
+                    }
+                    Some(Ok(None)) | None => pull = true,
+                }
             }
             for flow in flows {
+                let mut ids: Vec<String> = Vec::new();
+                let mut seen = HashSet::new();
+                for event in events.iter().filter(|event| event.entity == flow.entity) {
+                    if seen.insert(event.id.as_str()) {
+                        ids.push(event.id.clone());
+                    }
+                }
+                if !pull && ids.is_empty() {
+                    continue;
+                }
+                let can_fetch = self.source(flow, &flow.source)?.can_fetch(flow.entity);
+                let payload = if pull || !can_fetch || ids.len() > self.config.engine.coalesce_above {
+                    serde_json::json!({ "flow": flow.name, "trigger": "webhook" })
+                } else {
+                    serde_json::json!({ "flow": flow.name, "trigger": "webhook", "ids": ids })
+                };
                 let kind = format!("{RUN_FLOW_KIND}{}", flow.name);
                 self.store
                     .enqueue_job(&NewJob {
                         kind: kind.clone(),
                         dedupe_key: Some(kind),
-                        payload: serde_json::json!({ "flow": flow.name, "trigger": "webhook" }),
+                        payload,
                         run_at: Utc::now(),
                         max_attempts: RUN_FLOW_MAX_ATTEMPTS,
                     })
                     .await?;
             }
-            self.store.mark_inbox_processed(delivery.id, None).await?;
-            processed += 1;
+            for delivery in &deliveries {
+                let error = undecodable.iter().find(|(id, _)| *id == delivery.id).map(|(_, error)| error.as_str());
+                self.store.mark_inbox_processed(delivery.id, error).await?;
+                processed += 1;
+            }
         }
         Ok(processed)
     }

@@ -66,6 +66,28 @@ pub async fn run_flow(
     shutdown: &Shutdown,
     progress: ProgressFn<'_>,
 ) -> Result<RunSummary, EngineError> {
+    run(ctx, options, None, shutdown, progress).await
+}
+
+/// Runs a flow over the named source records only, read by id in their current state (the
+/// records webhook events were about); the checkpoint does not move. A record the source no
+/// longer has is skipped (a full reconciliation handles deletes).
+pub async fn run_records(
+    ctx: &FlowContext,
+    ids: &[String],
+    options: &RunOptions,
+    shutdown: &Shutdown,
+) -> Result<RunSummary, EngineError> {
+    run(ctx, options, Some(ids), shutdown, &|_| {}).await
+}
+
+async fn run(
+    ctx: &FlowContext,
+    options: &RunOptions,
+    ids: Option<&[String]>,
+    shutdown: &Shutdown,
+    progress: ProgressFn<'_>,
+) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     let flow = &ctx.flow;
     let run_id = ctx
@@ -80,7 +102,10 @@ pub async fn run_flow(
         .await?;
     tracing::info!(flow = %flow.name, run_id, full = options.full, dry_run = options.dry_run, "Run started.");
 
-    let result = run_pages(ctx, run_id, options, shutdown, progress).await;
+    let result = match ids {
+        None => run_pages(ctx, run_id, options, shutdown, progress).await,
+        Some(ids) => run_ids(ctx, run_id, ids, options, shutdown).await,
+    };
     let (status, counts, pages, error) = match result {
         Ok((counts, pages, interrupted)) => {
             let status = if interrupted {
@@ -206,6 +231,50 @@ async fn run_pages(
             return Ok((counts, pages, false));
         }
     }
+}
+
+async fn run_ids(
+    ctx: &FlowContext,
+    run_id: RunId,
+    ids: &[String],
+    options: &RunOptions,
+    shutdown: &Shutdown,
+) -> PagesResult {
+    let flow = &ctx.flow;
+    let mut counts = RunCounts::default();
+    let mut pages = 0u64;
+    for chunk in ids.chunks(flow.page_size.max(1)) {
+        if shutdown.is_requested() {
+            return Ok((counts, pages, true));
+        }
+        let mut attempt = 0;
+        let fetched = loop {
+            match ctx.source.fetch(flow.entity, chunk).await {
+                Ok(found) => break found,
+                Err(error) if error.retryable && attempt + 1 < flow.retry.max_attempts => {
+                    let delay = flow.retry.delay_for(attempt, &error);
+                    attempt += 1;
+                    if !shutdown.clone().sleep(delay).await {
+                        return Ok((counts, pages, true));
+                    }
+                }
+                Err(error) => return Err((error.into(), counts, pages)),
+            }
+        };
+        let missing = fetched.iter().filter(|record| record.is_none()).count();
+        if missing > 0 {
+            tracing::info!(flow = %flow.name, missing, "Records named by events are gone from the source; skipped.");
+        }
+        let records: Vec<SourceRecord> = fetched.into_iter().flatten().collect();
+        match process_page(ctx, run_id, records, None, options.dry_run, shutdown).await {
+            Ok(page_counts) => {
+                add_counts(&mut counts, &page_counts);
+                pages += 1;
+            }
+            Err(error) => return Err((error, counts, pages)),
+        }
+    }
+    Ok((counts, pages, false))
 }
 
 /// A page being read in the background; dropping it (an error or shutdown ended the run)

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
+use erpsync_connectors::ErrorKind;
 use erpsync_engine::Engine;
 use erpsync_engine::shutdown::Shutdown;
 use erpsync_store::{InboxInsert, NewInboxDelivery};
@@ -79,9 +80,16 @@ async fn receive_webhook(
         Err(error) => {
             // Say why to the sender's operator, but never echo the expected signature.
             tracing::warn!(system = %system, error = %error, "Webhook rejected.");
-            return answer(StatusCode::UNAUTHORIZED, error.message);
+            let status = if error.kind == ErrorKind::Auth { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+            return answer(status, error.message);
         }
     };
+    // A signed delivery that cannot be read (not JSON, a topic this system is not set up for,
+    // no record id) is refused now, while the sender can still see why, and never stored.
+    if let Err(error) = receiver.decode(delivery.topic.as_deref().unwrap_or_default(), &body) {
+        tracing::warn!(system = %system, delivery = %delivery.delivery_id, error = %error, "Webhook refused.");
+        return answer(StatusCode::BAD_REQUEST, error.message);
+    }
     let stored = engine
         .store()
         .insert_inbox(&NewInboxDelivery {

@@ -29,6 +29,11 @@ type = "http"
 base_url = "http://127.0.0.1:9"
 webhook = {{ secret = {{ file = "{}" }}, signature_header = "X-Signature", prefix = "sha256=", id_header = "X-Delivery-Id", topic_header = "X-Topic" }}
 
+[systems.typed]
+type = "http"
+base_url = "http://127.0.0.1:9"
+webhook = {{ secret = {{ file = "{}" }}, signature_header = "X-Signature", prefix = "sha256=", id_header = "X-Delivery-Id", topic_header = "X-Topic", topics = {{ "product.updated" = "product" }}, record_id = "data.id" }}
+
 [systems.unsigned]
 type = "http"
 base_url = "http://127.0.0.1:9"
@@ -37,6 +42,7 @@ base_url = "http://127.0.0.1:9"
 type = "files"
 path = "folder"
 "#,
+        dir.path().join("secret").display(),
         dir.path().join("secret").display()
     );
     let config = Config::parse(&config, &dir.path().join("erpsync.toml")).unwrap();
@@ -57,11 +63,15 @@ fn sign(body: &[u8]) -> String {
 }
 
 async fn post(url: &str, signature: &str, delivery: &str, body: &[u8]) -> (u16, String) {
+    post_topic(url, signature, delivery, "product.updated", body).await
+}
+
+async fn post_topic(url: &str, signature: &str, delivery: &str, topic: &str, body: &[u8]) -> (u16, String) {
     let response = reqwest::Client::new()
         .post(url)
         .header("X-Signature", signature)
         .header("X-Delivery-Id", delivery)
-        .header("X-Topic", "product.updated")
+        .header("X-Topic", topic)
         .body(body.to_vec())
         .send()
         .await
@@ -120,4 +130,25 @@ async fn health_and_readiness() {
     let ready = client.get(format!("{}/readyz", server.url)).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     assert!(ready.text().await.unwrap().contains("schema version"));
+}
+
+#[tokio::test]
+async fn signed_deliveries_that_cannot_be_read_are_refused_and_not_stored() {
+    let server = start().await;
+    let url = format!("{}/webhooks/typed", server.url);
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("product.updated", b"{not json", "not JSON"),
+        ("coupon.updated", br#"{"data": {"id": 1}}"#, "unknown topic \"coupon.updated\""),
+        ("product.updated", br#"{"data": {}}"#, "no record id at \"data.id\""),
+    ];
+    for (n, (topic, body, why)) in cases.into_iter().enumerate() {
+        let (status, text) = post_topic(&url, &sign(body), &format!("bad-{n}"), topic, body).await;
+        assert_eq!(status, 400, "{topic}: {text}");
+        let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(message["message"].as_str().unwrap().contains(why), "{text}");
+    }
+    assert!(server.engine.store().pending_inbox(10).await.unwrap().is_empty(), "nothing stored");
+    let body = br#"{"data": {"id": 7}}"#;
+    assert_eq!(post_topic(&url, &sign(body), "good", "product.updated", body).await.0, 202);
+    assert_eq!(server.engine.store().pending_inbox(10).await.unwrap().len(), 1);
 }

@@ -129,6 +129,13 @@ pub struct ReadConfig {
     /// the canonical JSON.
     #[serde(default)]
     pub to_canonical: Option<String>,
+    /// Path of one record by id, `{id}` standing for it (`/orders/{id}`): lets webhook events
+    /// and two-way merges read a record's current state.
+    #[serde(default)]
+    pub item_path: Option<String>,
+    /// Dotted path to the record in that response; empty when the body is the record.
+    #[serde(default)]
+    pub item_record: String,
 }
 
 fn default_id() -> String {
@@ -339,6 +346,15 @@ pub struct WebhookConfig {
     pub timestamp_header: Option<String>,
     #[serde(default = "default_tolerance")]
     pub tolerance: String,
+    /// Topic (the `topic_header` value) → entity the delivery is about: `"order.updated" =
+    /// "order"`. With topics, a delivery names its record (at `record_id` in the body) and only
+    /// that record is fetched and synced; a topic not listed is refused with 400. Without,
+    /// every delivery makes the flows reading from this system pull what changed.
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
+    /// Dotted path of the record's id in the delivery body.
+    #[serde(default = "default_id")]
+    pub record_id: String,
 }
 
 fn default_encoding() -> String {
@@ -469,6 +485,14 @@ impl HttpConfig {
         if let Some(webhook) = &self.webhook {
             if !matches!(webhook.encoding.as_str(), "hex" | "base64") {
                 push("webhook.encoding", format!("{:?}: use hex or base64", webhook.encoding));
+            }
+            for (topic, entity) in &webhook.topics {
+                if entity.parse::<erpsync_model::EntityKind>().is_err() {
+                    push(&format!("webhook.topics.{topic}"), format!("{entity:?} is not an entity"));
+                }
+            }
+            if !webhook.topics.is_empty() && webhook.topic_header.is_none() {
+                push("webhook.topics", "topics need a topic_header to read the topic from".into());
             }
             if let Err(message) = parse_duration(&webhook.tolerance) {
                 push("webhook.tolerance", message);

@@ -49,6 +49,62 @@ impl Source for HttpConnector {
         }
     }
 
+    fn can_fetch(&self, entity: EntityKind) -> bool {
+        self.entities
+            .get(&entity)
+            .and_then(|settings| settings.read.as_ref())
+            .is_some_and(|read| read.config.item_path.is_some())
+    }
+
+    async fn fetch(&self, entity: EntityKind, ids: &[String]) -> Result<Vec<Option<SourceRecord>>, ConnectorError> {
+        let context = format!("reading {entity} by id from http {:?}", self.system);
+        let settings = self.entity(entity, &context)?;
+        let read = settings.read.as_ref().ok_or_else(|| {
+            ConnectorError::new(ErrorKind::InvalidRequest, &context, format!("no read settings for {entity}"))
+        })?;
+        let Some(item_path) = &read.config.item_path else {
+            return Err(ConnectorError::new(ErrorKind::InvalidRequest, &context, "no item_path is configured"));
+        };
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let encoded: String = url_escape(id);
+            let url = format!("{}{}", self.base_url, item_path.replace("{id}", &encoded));
+            let response = match self.send(Method::GET, &url, None, &context).await {
+                Ok(response) => response,
+                Err(error) if error.kind == ErrorKind::NotFound => {
+                    found.push(None);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let body: Value = serde_json::from_slice(&response.body).map_err(|error| {
+                ConnectorError::new(ErrorKind::InvalidResponse, &context, format!("the response is not JSON: {error}"))
+            })?;
+            let Some(item) = get_path(&body, &read.config.item_record) else {
+                return Err(ConnectorError::new(
+                    ErrorKind::InvalidResponse,
+                    &context,
+                    format!("no record at {:?} in the response", read.config.item_record),
+                ));
+            };
+            let content = to_canonical(entity, read.to_canonical.as_ref(), item)
+                .map_err(|message| RecordProblem { kind: "parse".into(), message, raw: item.clone() })
+                .and_then(|record| match record.validate() {
+                    Ok(()) => Ok(record),
+                    Err(errors) => {
+                        Err(RecordProblem { kind: "validation".into(), message: errors.to_string(), raw: item.clone() })
+                    }
+                });
+            found.push(Some(SourceRecord {
+                source_id: id.clone(),
+                origin: Some(format!("{} (by id)", item_path.replace("{id}", id))),
+                origin_group: None,
+                content,
+            }));
+        }
+        Ok(found)
+    }
+
     async fn read_page(&self, request: &ReadRequest<'_>) -> Result<SourcePage, ConnectorError> {
         let context = format!("reading {} from http {:?}", request.entity, self.system);
         let settings = self.entity(request.entity, &context)?;
@@ -201,6 +257,19 @@ impl Source for HttpConnector {
         };
         Ok(SourcePage { records, checkpoint, done })
     }
+}
+
+/// An id as one path segment: everything but unreserved characters percent-encoded.
+fn url_escape(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The `rel="next"` target of RFC 8288 `Link` headers.

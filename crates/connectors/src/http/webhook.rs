@@ -4,9 +4,10 @@
 
 use crate::http::config::{WebhookConfig, parse_duration};
 use crate::secret::Secret;
-use crate::{ConnectorError, ErrorKind, VerifiedDelivery, WebhookReceiver};
+use crate::{ConnectorError, ErrorKind, EventRef, VerifiedDelivery, WebhookReceiver};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use erpsync_model::EntityKind;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub(crate) struct WebhookSettings {
     topic_header: Option<String>,
     timestamp_header: Option<String>,
     tolerance: Duration,
+    topics: std::collections::BTreeMap<String, EntityKind>,
+    record_id: String,
 }
 
 impl WebhookSettings {
@@ -33,6 +36,14 @@ impl WebhookSettings {
             topic_header: config.topic_header.as_ref().map(|header| header.to_ascii_lowercase()),
             timestamp_header: config.timestamp_header.as_ref().map(|header| header.to_ascii_lowercase()),
             tolerance: parse_duration(&config.tolerance)?,
+            topics: config
+                .topics
+                .iter()
+                .map(|(topic, entity)| {
+                    entity.parse::<EntityKind>().map(|entity| (topic.clone(), entity)).map_err(|e| e.to_string())
+                })
+                .collect::<Result<_, _>>()?,
+            record_id: config.record_id.clone(),
         })
     }
 
@@ -85,7 +96,45 @@ impl WebhookSettings {
     }
 }
 
+impl WebhookSettings {
+    /// The record a delivery is about, from its topic and body (see the `topics` setting).
+    pub(crate) fn decode(&self, topic: &str, body: &[u8]) -> Result<Option<Vec<EventRef>>, ConnectorError> {
+        let context = "reading a webhook delivery";
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+            ConnectorError::new(ErrorKind::InvalidRequest, context, format!("the body is not JSON: {error}"))
+        })?;
+        if self.topics.is_empty() {
+            return Ok(None);
+        }
+        let Some(entity) = self.topics.get(topic) else {
+            let known: Vec<&str> = self.topics.keys().map(String::as_str).collect();
+            return Err(ConnectorError::new(
+                ErrorKind::InvalidRequest,
+                context,
+                format!("unknown topic {topic:?}; this system is configured for {}", known.join(", ")),
+            ));
+        };
+        let id = crate::http::map::get_path(&value, &self.record_id).and_then(crate::http::map::id_text).ok_or_else(
+            || {
+                ConnectorError::new(
+                    ErrorKind::InvalidRequest,
+                    context,
+                    format!("the {topic:?} delivery has no record id at {:?}", self.record_id),
+                )
+            },
+        )?;
+        Ok(Some(vec![EventRef { entity: *entity, id }]))
+    }
+}
+
 impl WebhookReceiver for crate::http::HttpConnector {
+    fn decode(&self, topic: &str, body: &[u8]) -> Result<Option<Vec<EventRef>>, ConnectorError> {
+        match &self.webhook {
+            Some(settings) => settings.decode(topic, body),
+            None => Ok(None),
+        }
+    }
+
     /// Verifies an inbound webhook for this system over its raw body. A system without
     /// `[systems.<name>.webhook]` settings has no secret and rejects every delivery.
     fn verify(
@@ -123,6 +172,8 @@ mod tests {
             topic_header: Some("X-Topic".into()),
             timestamp_header: timestamp.then(|| "X-Timestamp".into()),
             tolerance: "5m".into(),
+            topics: [("product.updated".to_string(), "product".to_string())].into(),
+            record_id: "data.id".into(),
         };
         let settings = WebhookSettings::new(&config).unwrap();
         std::fs::remove_file(dir).ok();
@@ -173,5 +224,18 @@ mod tests {
         assert!(settings.verify(&replay, body, now).unwrap_err().to_string().contains("old"));
         let missing = headers(&[("X-Signature", &signed(&fresh)), ("X-Delivery-Id", "d")]);
         assert!(settings.verify(&missing, body, now).is_err());
+    }
+
+    #[test]
+    fn decode_names_the_record_or_says_why_not() {
+        let settings = settings(false, false);
+        let refs = settings.decode("product.updated", br#"{"data": {"id": 12}}"#).unwrap().unwrap();
+        assert_eq!(refs, vec![EventRef { entity: EntityKind::Product, id: "12".into() }]);
+        let error = settings.decode("order.updated", br#"{"data": {"id": 12}}"#).unwrap_err();
+        assert!(error.message.contains("unknown topic"), "{error}");
+        let error = settings.decode("product.updated", b"[1, 2").unwrap_err();
+        assert!(error.message.contains("not JSON"), "{error}");
+        let error = settings.decode("product.updated", br#"{"data": {"name": "x"}}"#).unwrap_err();
+        assert!(error.message.contains("no record id"), "{error}");
     }
 }
