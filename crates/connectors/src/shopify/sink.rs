@@ -603,12 +603,13 @@ impl ShopifyConnector {
         } else {
             format!("#{}", shipment.order_number)
         };
-        let query = "query OrderForShipment($query: String!) { orders(first: 5, query: $query) { nodes { id name \
-            fulfillments(first: 50) { id trackingInfo { number } } \
-            fulfillmentOrders(first: 10) { nodes { id status assignedLocation { location { id name } } \
-            lineItems(first: 50) { nodes { id remainingQuantity lineItem { sku } } } } } } } }";
+        // Kept under the 1000-point cap: 5 fulfillment orders of up to 30 lines each.
+        let query = "query OrderForShipment($query: String!) { orders(first: 1, query: $query) { nodes { id name \
+            fulfillments(first: 20) { id trackingInfo { number } } \
+            fulfillmentOrders(first: 5) { nodes { id status assignedLocation { location { id name } } \
+            lineItems(first: 30) { nodes { id remainingQuantity lineItem { sku } } } } } } } }";
         let data = self
-            .graphql("order_for_shipment", 600.0, query, json!({ "query": format!("name:'{name}'") }), context)
+            .graphql("order_for_shipment", 400.0, query, json!({ "query": format!("name:'{name}'") }), context)
             .await?;
         let Some(order) =
             nodes(data.get("orders")).into_iter().find(|order| text(order, "name").as_deref() == Some(name.as_str()))
@@ -632,10 +633,10 @@ impl ShopifyConnector {
                 None => WriteOutcome::Created { target_id },
             });
         }
-        let location_filter = match &shipment.location {
-            Some(location) => Some(self.config.locations.get(location).cloned().unwrap_or_else(|| location.clone())),
-            None => None,
-        };
+        let location_filter = shipment
+            .location
+            .as_ref()
+            .map(|location| self.config.locations.get(location).cloned().unwrap_or_else(|| location.clone()));
         let open: Vec<&Value> = nodes(order.get("fulfillmentOrders"))
             .into_iter()
             .filter(|fulfillment_order| {
@@ -675,10 +676,9 @@ impl ShopifyConnector {
                     let quantity = line.get("remainingQuantity").and_then(Value::as_i64).unwrap_or(0);
                     if let (Some(line_id), Some(sku)) =
                         (text(line, "id"), map::at(line, "lineItem.sku").and_then(Value::as_str))
+                        && quantity > 0
                     {
-                        if quantity > 0 {
-                            remaining.push((fo_id.clone(), line_id, sku.to_string(), quantity));
-                        }
+                        remaining.push((fo_id.clone(), line_id, sku.to_string(), quantity));
                     }
                 }
             }
