@@ -9,6 +9,7 @@ pub mod files;
 pub mod http;
 pub mod registry;
 pub mod secret;
+pub mod shopify;
 pub mod sql;
 pub mod traits;
 
