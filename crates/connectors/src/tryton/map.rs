@@ -71,13 +71,16 @@ pub fn decode_date(value: &Value) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(part("year") as i32, part("month"), part("day"))
 }
 
-/// A `bytes` object, or a plain string (Tryton renders some reports as text).
+/// A `bytes` object, or a plain string (Tryton renders some reports as text). Tryton's base64
+/// is broken into lines of 76 characters, which are joined first.
 pub fn decode_bytes(value: &Value) -> Option<Vec<u8>> {
     match value {
-        Value::Object(_) if class_of(value) == Some("bytes") => value
-            .get("base64")
-            .and_then(Value::as_str)
-            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok()),
+        Value::Object(_) if class_of(value) == Some("bytes") => {
+            value.get("base64").and_then(Value::as_str).and_then(|text| {
+                let joined: String = text.chars().filter(|character| !character.is_ascii_whitespace()).collect();
+                base64::engine::general_purpose::STANDARD.decode(joined).ok()
+            })
+        }
         Value::String(text) => Some(text.as_bytes().to_vec()),
         _ => None,
     }
@@ -398,7 +401,7 @@ mod tests {
         assert_eq!(decode_decimal(&json!(0.1)), Some(dec("0.1")), "floats are read from their text");
         let day = NaiveDate::from_ymd_opt(2026, 2, 28).unwrap();
         assert_eq!(decode_date(&encode_date(day)), Some(day));
-        assert_eq!(decode_bytes(&json!({"__class__":"bytes","base64":"JVBERi0="})), Some(b"%PDF-".to_vec()));
+        assert_eq!(decode_bytes(&json!({"__class__":"bytes","base64":"JVBE\nRi0=\n"})), Some(b"%PDF-".to_vec()));
         assert!(truthy(&json!({"active": 1}), "active") && !truthy(&json!({"active": 0}), "active"));
         assert_eq!(like_exact("a_b%c\\d"), "a\\_b\\%c\\\\d");
     }

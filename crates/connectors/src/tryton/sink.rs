@@ -610,17 +610,22 @@ impl TrytonConnector {
 
     /// Quotes and (when configured) confirms a sale, then reads its state back: `confirm` runs
     /// the sale's processing in a queued task whose failure the call does not report.
-    async fn advance_sale(&self, sale: i64, state: &str, context: &str) -> Result<String, ConnectorError> {
+    async fn advance_sale(
+        &self,
+        sale: i64,
+        state: &str,
+        confirm: bool,
+        context: &str,
+    ) -> Result<String, ConnectorError> {
         if state == "draft" {
             self.execute("sale.sale", "quote", vec![json!([sale])], None, context).await?;
         }
-        if self.config.confirm_orders && matches!(state, "draft" | "quotation") {
+        if confirm && matches!(state, "draft" | "quotation") {
             self.execute("sale.sale", "confirm", vec![json!([sale])], None, context).await?;
         }
         let rows = self.execute("sale.sale", "read", vec![json!([sale]), json!(["state"])], None, context).await?;
         let state = rows.get(0).and_then(|row| text(row, "state")).unwrap_or_default();
-        let expected: &[&str] =
-            if self.config.confirm_orders { &["confirmed", "processing", "done"] } else { &["quotation"] };
+        let expected: &[&str] = if confirm { &["confirmed", "processing", "done"] } else { &["quotation"] };
         if !expected.contains(&state.as_str()) {
             return Err(ConnectorError::new(
                 ErrorKind::InvalidResponse,
@@ -658,11 +663,11 @@ impl TrytonConnector {
         let number = order.number.trim().to_string();
         // Searched again here, not only in lookup: a replayed batch must never import twice.
         if let Some((sale, state)) = self.find_sales(std::slice::from_ref(&number), context).await?.remove(&number) {
-            self.advance_sale(sale, &state, context).await?;
+            self.advance_sale(sale, &state, self.config.confirm_orders, context).await?;
             return Ok((sale, false));
         }
         let sale = self.create_sale(order, shop, &setup, context).await?;
-        self.advance_sale(sale, "draft", context).await?;
+        self.advance_sale(sale, "draft", self.config.confirm_orders, context).await?;
         Ok((sale, true))
     }
 
@@ -832,7 +837,7 @@ impl TrytonConnector {
                 ),
             )),
             (OrderState::Processing, "draft" | "quotation") => {
-                self.advance_sale(sale, &state, context).await?;
+                self.advance_sale(sale, &state, true, context).await?;
                 Ok(sale)
             }
             (OrderState::Open, "draft" | "quotation") | (OrderState::Processing, "confirmed" | "processing") => {

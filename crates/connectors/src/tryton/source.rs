@@ -622,7 +622,10 @@ impl TrytonConnector {
             ConnectorError::new(
                 ErrorKind::InvalidResponse,
                 context,
-                format!("the report of invoice {invoice_id} has no content"),
+                format!(
+                    "the report of invoice {invoice_id} has no content: {}",
+                    content.to_string().chars().take(200).collect::<String>()
+                ),
             )
         })?;
         Ok((bytes, format))
