@@ -12,6 +12,7 @@ pub mod secret;
 pub mod shopify;
 pub mod sql;
 pub mod traits;
+pub mod tryton;
 
 pub use error::{ConnectorError, ErrorKind, Fault};
 pub use registry::{ConnectorInfo, SystemConfig, catalog};

@@ -1,6 +1,9 @@
 //! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
+//!
+//! Every match has one arm per connector, on its own line, so that adding a connector touches
+//! each match in one place.
 
-use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, shopify, sql};
+use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, shopify, sql, tryton};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ pub enum SystemConfig {
     Http(http::HttpConfig),
     Sql(sql::SqlConfig),
     Shopify(shopify::ShopifyConfig),
+    Tryton(tryton::TrytonConfig),
 }
 
 impl SystemConfig {
@@ -25,6 +29,7 @@ impl SystemConfig {
             SystemConfig::Sql(_) => "sql",
             SystemConfig::Http(_) => "http",
             SystemConfig::Shopify(_) => "shopify",
+            SystemConfig::Tryton(_) => "tryton",
         }
     }
 
@@ -36,6 +41,7 @@ impl SystemConfig {
             SystemConfig::Sql(config) => config.validate(),
             SystemConfig::Http(config) => config.validate(),
             SystemConfig::Shopify(config) => config.validate(),
+            SystemConfig::Tryton(config) => config.validate(),
         }
     }
 
@@ -45,7 +51,9 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(config) => config.resolve_paths(base_dir),
             SystemConfig::Sql(config) => config.resolve_paths(base_dir),
-            SystemConfig::Http(_) | SystemConfig::Shopify(_) => {}
+            SystemConfig::Http(_) => {}
+            SystemConfig::Shopify(_) => {}
+            SystemConfig::Tryton(_) => {}
         }
     }
 
@@ -55,6 +63,7 @@ impl SystemConfig {
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
             SystemConfig::Shopify(config) => Ok(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)),
+            SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
         }
     }
 
@@ -65,7 +74,9 @@ impl SystemConfig {
             SystemConfig::Shopify(config) => {
                 Ok(Some(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)))
             }
-            SystemConfig::Files(_) | SystemConfig::Sql(_) => Ok(None),
+            SystemConfig::Files(_) => Ok(None),
+            SystemConfig::Sql(_) => Ok(None),
+            SystemConfig::Tryton(_) => Ok(None),
         }
     }
 
@@ -75,7 +86,10 @@ impl SystemConfig {
             SystemConfig::Shopify(config) => {
                 Ok(Some(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)))
             }
-            SystemConfig::Files(_) | SystemConfig::Sql(_) | SystemConfig::Http(_) => Ok(None),
+            SystemConfig::Files(_) => Ok(None),
+            SystemConfig::Sql(_) => Ok(None),
+            SystemConfig::Http(_) => Ok(None),
+            SystemConfig::Tryton(_) => Ok(None),
         }
     }
 
@@ -85,6 +99,7 @@ impl SystemConfig {
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
             SystemConfig::Shopify(config) => Ok(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)),
+            SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -142,6 +157,22 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             read: true,
             write: true,
             webhooks: true,
+        },
+        ConnectorInfo {
+            name: "tryton",
+            description: "Tryton ERP over JSON-RPC: products, stock, order status, shipments and invoices out; products, customers, orders and cancellations in",
+            entities: vec![
+                EntityKind::Product,
+                EntityKind::StockLevel,
+                EntityKind::Customer,
+                EntityKind::Order,
+                EntityKind::OrderStatus,
+                EntityKind::Shipment,
+                EntityKind::Document,
+            ],
+            read: true,
+            write: true,
+            webhooks: false,
         },
     ]
 }

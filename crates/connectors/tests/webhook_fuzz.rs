@@ -20,15 +20,27 @@ fn build_receivers() -> Vec<(&'static str, Arc<dyn WebhookReceiver>)> {
     let secret = dir.join("secret");
     std::fs::write(&secret, "s3cret").unwrap();
     let secret = secret.display().to_string();
-    let configs = [(
-        "http",
-        format!(
-            r#"type = "http"
+    let configs = [
+        (
+            "http",
+            format!(
+                r#"type = "http"
 base_url = "http://127.0.0.1:9"
 webhook = {{ secret = {{ file = "{secret}" }}, signature_header = "X-Signature", id_header = "X-Id", topic_header = "X-Topic", topics = {{ "a" = "order" }} }}
 "#
+            ),
         ),
-    )];
+        (
+            "shopify",
+            format!(
+                r#"type = "shopify"
+url = "http://127.0.0.1:9"
+access_token = {{ file = "{secret}" }}
+webhook_secret = {{ file = "{secret}" }}
+"#
+            ),
+        ),
+    ];
     configs
         .into_iter()
         .map(|(name, text)| {

@@ -1,0 +1,452 @@
+//! Pure conversions of the `tryton` connector: Tryton's encoded JSON values both ways, and
+//! Tryton rows to and from canonical records. No I/O here.
+//!
+//! Tryton encodes what JSON lacks as objects tagged by `__class__`: `Decimal` (`"decimal"` as
+//! text), `datetime` and `date` (naive, in UTC, as numeric parts), `bytes` (base64). Floats
+//! (quantities) are plain numbers; booleans may come back as 1 and 0 from SQLite.
+
+use base64::Engine;
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
+use erpsync_model::{
+    Currency, Document, DocumentKind, DocumentLine, FinancialStatus, FulfillmentStatus, Money, OrderState,
+    OrderStatusChange, OrderTotals, Pdf, Product, ProductStatus, Shipment, ShipmentLine, Tracking, Variant,
+};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::str::FromStr;
+
+pub fn encode_decimal(value: Decimal) -> Value {
+    json!({ "__class__": "Decimal", "decimal": value.to_string() })
+}
+
+pub fn encode_datetime(at: DateTime<Utc>) -> Value {
+    json!({
+        "__class__": "datetime",
+        "year": at.year(), "month": at.month(), "day": at.day(),
+        "hour": at.hour(), "minute": at.minute(), "second": at.second(),
+        "microsecond": at.timestamp_subsec_micros(),
+    })
+}
+
+pub fn encode_date(day: NaiveDate) -> Value {
+    json!({ "__class__": "date", "year": day.year(), "month": day.month(), "day": day.day() })
+}
+
+fn class_of(value: &Value) -> Option<&str> {
+    value.get("__class__").and_then(Value::as_str)
+}
+
+/// A `Decimal` object, or a number or string (parsed from its text, never through a float).
+pub fn decode_decimal(value: &Value) -> Option<Decimal> {
+    match value {
+        Value::Object(_) if class_of(value) == Some("Decimal") => {
+            value.get("decimal").and_then(Value::as_str).and_then(|text| Decimal::from_str(text.trim()).ok())
+        }
+        Value::Number(number) => {
+            let text = number.to_string();
+            Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)).ok()
+        }
+        Value::String(text) => Decimal::from_str(text.trim()).ok(),
+        _ => None,
+    }
+}
+
+/// A `datetime` object (naive UTC).
+pub fn decode_datetime(value: &Value) -> Option<DateTime<Utc>> {
+    if class_of(value) != Some("datetime") {
+        return None;
+    }
+    let part = |name: &str| value.get(name).and_then(Value::as_u64).unwrap_or(0) as u32;
+    let day = NaiveDate::from_ymd_opt(part("year") as i32, part("month"), part("day"))?;
+    let time = NaiveTime::from_hms_micro_opt(part("hour"), part("minute"), part("second"), part("microsecond"))?;
+    Some(Utc.from_utc_datetime(&day.and_time(time)))
+}
+
+/// A `date` object.
+pub fn decode_date(value: &Value) -> Option<NaiveDate> {
+    if class_of(value) != Some("date") {
+        return None;
+    }
+    let part = |name: &str| value.get(name).and_then(Value::as_u64).unwrap_or(0) as u32;
+    NaiveDate::from_ymd_opt(part("year") as i32, part("month"), part("day"))
+}
+
+/// A `bytes` object, or a plain string (Tryton renders some reports as text). Tryton's base64
+/// is broken into lines of 76 characters, which are joined first.
+pub fn decode_bytes(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::Object(_) if class_of(value) == Some("bytes") => {
+            value.get("base64").and_then(Value::as_str).and_then(|text| {
+                let joined: String = text.chars().filter(|character| !character.is_ascii_whitespace()).collect();
+                base64::engine::general_purpose::STANDARD.decode(joined).ok()
+            })
+        }
+        Value::String(text) => Some(text.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+pub fn text(row: &Value, field: &str) -> Option<String> {
+    row.get(field).and_then(Value::as_str).map(str::trim).filter(|text| !text.is_empty()).map(str::to_string)
+}
+
+pub fn id(row: &Value, field: &str) -> Option<i64> {
+    row.get(field).and_then(Value::as_i64)
+}
+
+pub fn ids(row: &Value, field: &str) -> Vec<i64> {
+    row.get(field)
+        .and_then(Value::as_array)
+        .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default()
+}
+
+/// Booleans as Tryton sends them: `true`/`false`, or 1/0 from SQLite.
+pub fn truthy(row: &Value, field: &str) -> bool {
+    match row.get(field) {
+        Some(Value::Bool(flag)) => *flag,
+        Some(Value::Number(number)) => number.as_i64().is_some_and(|n| n != 0),
+        _ => false,
+    }
+}
+
+/// The latest of the row's `create_date` and `write_date`.
+pub fn changed_at(row: &Value) -> Option<DateTime<Utc>> {
+    let created = row.get("create_date").and_then(decode_datetime);
+    let written = row.get("write_date").and_then(decode_datetime);
+    created.max(written)
+}
+
+/// A date as a time (midnight UTC) for the model's UTC timestamps.
+pub fn date_as_time(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_time(NaiveTime::MIN))
+}
+
+/// How a canonical product becomes a template with variants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplatePlan {
+    /// The template `code`: Tryton builds each variant's code as this prefix plus the variant's
+    /// `suffix_code`. Set to the product code when every SKU starts with it, so that the code
+    /// comes back on reading; else empty and each suffix is the whole SKU.
+    pub prefix: Option<String>,
+    pub name: String,
+    pub list_price: Decimal,
+    pub active: bool,
+    pub variants: Vec<VariantPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantPlan {
+    pub sku: String,
+    pub suffix: Option<String>,
+    pub description: Option<String>,
+    /// The variant's own price, when it differs from the template's list price.
+    pub list_price: Option<Decimal>,
+}
+
+/// Plans the template for `product` in a company working in `currency`. `prefix` is the code
+/// of the existing template on an update (it cannot change without changing every SKU).
+pub fn plan_template(
+    product: &Product,
+    currency: Currency,
+    prefix: Option<Option<&str>>,
+) -> Result<TemplatePlan, String> {
+    for (index, variant) in product.variants.iter().enumerate() {
+        for (field, price) in [("price", &variant.price), ("cost", &variant.cost)] {
+            if let Some(price) = price
+                && price.currency != currency
+            {
+                return Err(format!(
+                    "variants[{index}].{field} is in {}, the company works in {currency}; convert it in the mapping",
+                    price.currency
+                ));
+            }
+        }
+        if variant.price.as_ref().is_some_and(|price| price.amount.is_sign_negative()) {
+            return Err(format!("variants[{index}].price must not be negative"));
+        }
+    }
+    let code = product.code.trim();
+    let prefix: Option<String> = match prefix {
+        Some(existing) => existing.map(str::to_string),
+        None if !code.is_empty() && product.variants.iter().all(|variant| variant.sku.trim().starts_with(code)) => {
+            Some(code.to_string())
+        }
+        None => None,
+    };
+    let list_price = product
+        .variants
+        .iter()
+        .find_map(|variant| variant.price.as_ref().map(|price| price.amount))
+        .unwrap_or(Decimal::ZERO);
+    let mut variants = Vec::with_capacity(product.variants.len());
+    for variant in &product.variants {
+        let sku = variant.sku.trim();
+        let suffix = match &prefix {
+            Some(prefix) => match sku.strip_prefix(prefix.as_str()) {
+                Some(rest) => (!rest.is_empty()).then(|| rest.to_string()),
+                None => {
+                    return Err(format!(
+                        "sku {sku:?} does not start with the template code {prefix:?}; Tryton builds variant codes as template code + suffix"
+                    ));
+                }
+            },
+            None => Some(sku.to_string()),
+        };
+        let own_price = variant.price.as_ref().map(|price| price.amount).filter(|amount| *amount != list_price);
+        variants.push(VariantPlan {
+            sku: sku.to_string(),
+            suffix,
+            description: variant.title.clone().filter(|title| !title.trim().is_empty()),
+            list_price: own_price,
+        });
+    }
+    Ok(TemplatePlan {
+        prefix,
+        name: if product.title.trim().is_empty() { code.to_string() } else { product.title.clone() },
+        list_price,
+        active: product.status != ProductStatus::Archived,
+        variants,
+    })
+}
+
+/// The `product.product` values of a planned variant (create or write).
+pub fn variant_values(plan: &VariantPlan, template_price: Decimal) -> Value {
+    json!({
+        "suffix_code": plan.suffix,
+        "description": plan.description,
+        "list_price": encode_decimal(plan.list_price.unwrap_or(template_price)),
+        "active": true,
+    })
+}
+
+/// A canonical product from a `product.template` row and its `product.product` rows.
+pub fn product_from_rows(template: &Value, variants: &[&Value], currency: Currency) -> Product {
+    let mut product = Product {
+        code: text(template, "code")
+            .or_else(|| variants.first().and_then(|variant| text(variant, "code")))
+            .unwrap_or_default(),
+        title: text(template, "name").unwrap_or_default(),
+        status: if truthy(template, "active") { ProductStatus::Active } else { ProductStatus::Archived },
+        updated_at: variants.iter().filter_map(|variant| changed_at(variant)).chain(changed_at(template)).max(),
+        ..Product::default()
+    };
+    if let Some(kind) = text(template, "type") {
+        product.product_type = Some(kind);
+    }
+    product.extra.insert("tryton_template_id", json!(id(template, "id")));
+    for row in variants {
+        let mut variant = Variant {
+            sku: text(row, "code").unwrap_or_default(),
+            title: text(row, "description"),
+            price: row.get("list_price_used").and_then(decode_decimal).map(|amount| Money::new(amount, currency)),
+            track_inventory: text(template, "type").as_deref() == Some("goods"),
+            ..Variant::default()
+        };
+        variant.extra.insert("tryton_product_id", json!(id(row, "id")));
+        if !truthy(row, "active") {
+            variant.extra.insert("active", json!(false));
+        }
+        product.variants.push(variant);
+    }
+    product
+}
+
+/// The canonical state of a `sale.sale` row.
+pub fn order_status_from_row(sale: &Value, order_number: String) -> OrderStatusChange {
+    let state = match text(sale, "state").as_deref() {
+        Some("confirmed" | "processing") => OrderState::Processing,
+        Some("done") => OrderState::Completed,
+        Some("cancelled") => OrderState::Cancelled,
+        _ => OrderState::Open,
+    };
+    let financial_status = match text(sale, "invoice_state").as_deref() {
+        Some("paid") => Some(FinancialStatus::Paid),
+        Some("partially paid") => Some(FinancialStatus::PartiallyPaid),
+        Some("none" | "pending" | "awaiting payment") => Some(FinancialStatus::Pending),
+        _ => None,
+    };
+    let fulfillment_status = match text(sale, "shipment_state").as_deref() {
+        Some("sent") => Some(FulfillmentStatus::Fulfilled),
+        Some("partially shipped") => Some(FulfillmentStatus::PartiallyFulfilled),
+        Some("none" | "waiting") => Some(FulfillmentStatus::Unfulfilled),
+        _ => None,
+    };
+    let mut change = OrderStatusChange {
+        order_number,
+        state,
+        financial_status,
+        fulfillment_status,
+        changed_at: changed_at(sale),
+        ..OrderStatusChange::default()
+    };
+    for field in ["state", "invoice_state", "shipment_state", "number"] {
+        if let Some(value) = text(sale, field) {
+            change.extra.insert(format!("tryton_{field}"), json!(value));
+        }
+    }
+    change.extra.insert("tryton_sale_id", json!(id(sale, "id")));
+    change
+}
+
+/// The shop's order number of a sale: its `web_id`, else its `reference`, else its number.
+pub fn order_number_of(sale: &Value) -> Option<String> {
+    text(sale, "web_id").or_else(|| text(sale, "reference")).or_else(|| text(sale, "number"))
+}
+
+/// A canonical shipment from a `stock.shipment.out` row and its outgoing moves as
+/// `(sku, quantity)`.
+pub fn shipment_from_row(
+    row: &Value,
+    order_number: String,
+    location: Option<String>,
+    lines: Vec<(String, Decimal)>,
+) -> Shipment {
+    let state = text(row, "state").unwrap_or_default();
+    let shipped = matches!(state.as_str(), "shipped" | "done");
+    let mut shipment = Shipment {
+        number: text(row, "number").unwrap_or_else(|| format!("shipment-{}", id(row, "id").unwrap_or_default())),
+        order_number,
+        shipped_at: if shipped { row.get("effective_date").and_then(decode_date).map(date_as_time) } else { None },
+        location,
+        lines: lines.into_iter().map(|(sku, quantity)| ShipmentLine { sku, quantity }).collect(),
+        tracking: text(row, "reference")
+            .map(|number| vec![Tracking { carrier: String::new(), number, url: None }])
+            .unwrap_or_default(),
+        ..Shipment::default()
+    };
+    shipment.extra.insert("tryton_state", json!(state));
+    shipment.extra.insert("tryton_shipment_id", json!(id(row, "id")));
+    shipment
+}
+
+/// A canonical document from an `account.invoice` row, its lines as
+/// `(sku, description, quantity, unit price, amount)` and its rendered report.
+pub fn document_from_row(
+    row: &Value,
+    currency: Currency,
+    order_number: Option<String>,
+    lines: Vec<(Option<String>, String, Decimal, Decimal, Decimal)>,
+    report: Option<(Vec<u8>, String)>,
+) -> Document {
+    let amount = |field: &str| row.get(field).and_then(decode_decimal).unwrap_or_default();
+    let total = amount("total_amount");
+    let number = text(row, "number").unwrap_or_default();
+    let mut document = Document {
+        kind: if total.is_sign_negative() && !total.is_zero() {
+            DocumentKind::CreditNote
+        } else {
+            DocumentKind::Invoice
+        },
+        number: number.clone(),
+        order_number,
+        issued_at: row.get("invoice_date").and_then(decode_date).map(date_as_time),
+        currency,
+        lines: lines
+            .into_iter()
+            .map(|(sku, title, quantity, unit_price, total)| DocumentLine { sku, title, quantity, unit_price, total })
+            .collect(),
+        totals: OrderTotals {
+            subtotal: amount("untaxed_amount"),
+            tax_total: amount("tax_amount"),
+            total,
+            ..OrderTotals::default()
+        },
+        pdf: None,
+        ..Document::default()
+    };
+    if let Some((bytes, format)) = report {
+        let file_name = format!("{}.{format}", number.replace('/', "-"));
+        document.pdf = Some(Pdf::Base64 {
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            file_name: Some(file_name),
+        });
+        document.extra.insert("report_format", json!(format));
+    }
+    document.extra.insert("tryton_invoice_id", json!(id(row, "id")));
+    if let Some(state) = text(row, "state") {
+        document.extra.insert("tryton_state", json!(state));
+    }
+    document
+}
+
+/// Escapes `\`, `%` and `_` for an exact, case-insensitive match with Tryton's `ilike`.
+pub fn like_exact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        if matches!(character, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(character);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(text: &str) -> Decimal {
+        Decimal::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 14, 6, 29).unwrap() + chrono::Duration::microseconds(901_971);
+        assert_eq!(decode_datetime(&encode_datetime(at)), Some(at));
+        let raw = json!({"__class__":"datetime","year":2026,"month":11,"day":26,"hour":14,"minute":6,"second":29,"microsecond":901971});
+        assert_eq!(decode_datetime(&raw), Some(at));
+        assert_eq!(encode_decimal(dec("20.00")), json!({"__class__":"Decimal","decimal":"20.00"}));
+        assert_eq!(decode_decimal(&json!({"__class__":"Decimal","decimal":"9.50"})), Some(dec("9.50")));
+        assert_eq!(decode_decimal(&json!(0.1)), Some(dec("0.1")), "floats are read from their text");
+        let day = NaiveDate::from_ymd_opt(2026, 2, 28).unwrap();
+        assert_eq!(decode_date(&encode_date(day)), Some(day));
+        assert_eq!(decode_bytes(&json!({"__class__":"bytes","base64":"JVBE\nRi0=\n"})), Some(b"%PDF-".to_vec()));
+        assert!(truthy(&json!({"active": 1}), "active") && !truthy(&json!({"active": 0}), "active"));
+        assert_eq!(like_exact("a_b%c\\d"), "a\\_b\\%c\\\\d");
+    }
+
+    fn product(code: &str, skus: &[(&str, Option<&str>)]) -> Product {
+        Product {
+            code: code.into(),
+            title: "Shirt".into(),
+            variants: skus
+                .iter()
+                .map(|(sku, price)| Variant {
+                    sku: sku.to_string(),
+                    price: price.map(|price| Money::new(Decimal::from_str(price).unwrap(), Currency::USD)),
+                    ..Variant::default()
+                })
+                .collect(),
+            ..Product::default()
+        }
+    }
+
+    #[test]
+    fn plans_template_codes_and_prices() {
+        let plan =
+            plan_template(&product("TS", &[("TS-S", Some("20")), ("TS-M", Some("22"))]), Currency::USD, None).unwrap();
+        assert_eq!(plan.prefix.as_deref(), Some("TS"));
+        assert_eq!(plan.list_price, dec("20"));
+        assert_eq!(plan.variants[0].suffix.as_deref(), Some("-S"));
+        assert_eq!((plan.variants[0].list_price, plan.variants[1].list_price), (None, Some(dec("22"))));
+        let simple = plan_template(&product("MUG", &[("MUG", Some("9.5"))]), Currency::USD, None).unwrap();
+        assert_eq!((simple.prefix.as_deref(), simple.variants[0].suffix.as_deref()), (Some("MUG"), None));
+        let loose = plan_template(&product("X", &[("A-1", None), ("B-1", None)]), Currency::USD, None).unwrap();
+        assert_eq!((loose.prefix, loose.variants[1].suffix.as_deref()), (None, Some("B-1")));
+        let euros = plan_template(&product("TS", &[("TS-S", Some("20"))]), Currency::EUR, None).unwrap_err();
+        assert!(euros.contains("USD") && euros.contains("EUR"), "{euros}");
+        let renamed = plan_template(&product("TS", &[("XX-S", None)]), Currency::USD, Some(Some("TS"))).unwrap_err();
+        assert!(renamed.contains("does not start with"), "{renamed}");
+    }
+
+    #[test]
+    fn sale_states_map_to_the_model() {
+        let sale = json!({"id": 3, "state": "processing", "invoice_state": "pending", "shipment_state": "sent", "web_id": "1001"});
+        let change = order_status_from_row(&sale, order_number_of(&sale).unwrap());
+        assert_eq!(change.order_number, "1001");
+        assert_eq!(change.state, OrderState::Processing);
+        assert_eq!(change.fulfillment_status, Some(FulfillmentStatus::Fulfilled));
+        assert_eq!(change.financial_status, Some(FinancialStatus::Pending));
+    }
+}

@@ -1,0 +1,854 @@
+//! Writing to Tryton: products (templates with variants, created in batches), customers
+//! (parties with addresses and contact mechanisms), orders (sales, imported once per web shop
+//! and web id, then quoted and confirmed) and order status (cancellation, confirmation).
+//!
+//! Lookup before creating: products by template code or variant code (SKU), customers by
+//! e-mail (or party code), orders by `web_shop` + `web_id`. An order is also searched right
+//! before it is created, so a replayed batch never imports it twice; a sale found in draft or
+//! quotation is taken on from where it stopped (quoted, confirmed).
+
+use crate::tryton::TrytonConnector;
+use crate::tryton::client::Setup;
+use crate::tryton::config::MAX_BATCH_SIZE;
+use crate::tryton::map::{
+    TemplatePlan, encode_date, encode_decimal, id, ids, like_exact, plan_template, text, variant_values,
+};
+use crate::{Capabilities, ConnectorError, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome};
+use async_trait::async_trait;
+use erpsync_model::{Address, AddressKind, Customer, EntityKind, Order, OrderState, OrderStatusChange, Record};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+#[async_trait]
+impl Sink for TrytonConnector {
+    fn capabilities(&self, entity: EntityKind) -> Capabilities {
+        match entity {
+            EntityKind::Product | EntityKind::Customer | EntityKind::Order => {
+                Capabilities { write: true, lookup: true, ..Capabilities::default() }
+            }
+            EntityKind::OrderStatus => Capabilities { write: true, ..Capabilities::default() },
+            _ => Capabilities::default(),
+        }
+    }
+
+    fn max_batch_size(&self, _entity: EntityKind) -> usize {
+        self.config.batch_size.min(MAX_BATCH_SIZE)
+    }
+
+    async fn lookup(&self, entity: EntityKind, natural_keys: &[String]) -> Result<Vec<Option<String>>, ConnectorError> {
+        let context = format!("looking up {entity} in tryton {:?}", self.system);
+        if natural_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match entity {
+            EntityKind::Product => self.lookup_products(natural_keys, &context).await,
+            EntityKind::Customer => {
+                let mut found = Vec::with_capacity(natural_keys.len());
+                for key in natural_keys {
+                    found.push(self.find_party(key, &context).await?.map(|party| party.to_string()));
+                }
+                Ok(found)
+            }
+            EntityKind::Order => {
+                let sales = self.find_sales(natural_keys, &context).await?;
+                Ok(natural_keys.iter().map(|key| sales.get(key).map(|(id, _)| id.to_string())).collect())
+            }
+            _ => Ok(vec![None; natural_keys.len()]),
+        }
+    }
+
+    async fn write_batch(&self, batch: &WriteBatch) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let context = format!("writing {} to tryton {:?}", batch.entity, self.system);
+        match batch.entity {
+            EntityKind::Product => self.write_products(&batch.items, &context).await,
+            EntityKind::Customer => {
+                let mut outcomes = Vec::with_capacity(batch.items.len());
+                for item in &batch.items {
+                    let context = format!("{context}: {}", item.natural_key);
+                    outcomes.push(outcome(self.write_customer(item, &context).await, item));
+                }
+                Ok(outcomes)
+            }
+            EntityKind::Order => {
+                let mut outcomes = Vec::with_capacity(batch.items.len());
+                for item in &batch.items {
+                    let context = format!("{context}: order {}", item.natural_key);
+                    outcomes.push(self.write_order(item, &context).await);
+                }
+                Ok(outcomes)
+            }
+            EntityKind::OrderStatus => {
+                let mut outcomes = Vec::with_capacity(batch.items.len());
+                for item in &batch.items {
+                    let context = format!("{context}: {}", item.natural_key);
+                    outcomes.push(self.write_status(item, &context).await);
+                }
+                Ok(outcomes)
+            }
+            other => Err(ConnectorError::new(
+                ErrorKind::InvalidRequest,
+                &context,
+                format!("the tryton connector does not write {other}"),
+            )),
+        }
+    }
+}
+
+fn outcome(result: Result<(i64, bool), ConnectorError>, _item: &WriteItem) -> WriteOutcome {
+    match result {
+        Ok((id, true)) => WriteOutcome::Created { target_id: id.to_string() },
+        Ok((id, false)) => WriteOutcome::Updated { target_id: id.to_string() },
+        Err(error) => WriteOutcome::Failed(error),
+    }
+}
+
+fn invalid(context: &str, message: impl Into<String>) -> ConnectorError {
+    ConnectorError::new(ErrorKind::InvalidRequest, context, message)
+}
+
+fn wrong_record(context: &str, record: &Record) -> ConnectorError {
+    invalid(context, format!("expected a record of the batch's entity, got a {}", record.kind()))
+}
+
+fn list(value: Value, context: &str, what: &str) -> Result<Vec<Value>, ConnectorError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(ConnectorError::new(
+            ErrorKind::InvalidResponse,
+            context,
+            format!("{what} did not return a list: {}", other.to_string().chars().take(200).collect::<String>()),
+        )),
+    }
+}
+
+fn quantity(value: Decimal) -> Value {
+    // Tryton's quantities are floats; a decimal quantity goes over as its nearest float.
+    json!(value.to_f64().unwrap_or_default())
+}
+
+impl TrytonConnector {
+    async fn search_read(
+        &self,
+        model: &str,
+        domain: Value,
+        limit: Option<usize>,
+        fields: &[&str],
+        context: &str,
+    ) -> Result<Vec<Value>, ConnectorError> {
+        let result = self
+            .execute(
+                model,
+                "search_read",
+                vec![domain, json!(0), json!(limit), json!([["id", "ASC"]]), json!(fields)],
+                None,
+                context,
+            )
+            .await?;
+        list(result, context, &format!("{model}.search_read"))
+    }
+
+    async fn lookup_products(&self, keys: &[String], context: &str) -> Result<Vec<Option<String>>, ConnectorError> {
+        let templates = self
+            .search_read(
+                "product.template",
+                json!([["code", "in", keys], ["active", "in", [true, false]]]),
+                None,
+                &["code"],
+                context,
+            )
+            .await?;
+        let variants = self
+            .search_read(
+                "product.product",
+                json!([["code", "in", keys], ["active", "in", [true, false]]]),
+                None,
+                &["code", "template"],
+                context,
+            )
+            .await?;
+        let mut found: HashMap<String, i64> = HashMap::new();
+        for row in &variants {
+            if let (Some(code), Some(template)) = (text(row, "code"), id(row, "template")) {
+                found.entry(code).or_insert(template);
+            }
+        }
+        // A template's own code wins over a variant's.
+        for row in &templates {
+            if let (Some(code), Some(template)) = (text(row, "code"), id(row, "id")) {
+                found.insert(code, template);
+            }
+        }
+        Ok(keys.iter().map(|key| found.get(key.trim()).map(|id| id.to_string())).collect())
+    }
+
+    fn template_values(&self, plan: &TemplatePlan, setup: &Setup) -> Value {
+        let variants: Vec<Value> =
+            plan.variants.iter().map(|variant| variant_values(variant, plan.list_price)).collect();
+        let mut values = json!({
+            "name": plan.name,
+            "code": plan.prefix,
+            "type": "goods",
+            "salable": true,
+            "default_uom": setup.unit,
+            "sale_uom": setup.unit,
+            "list_price": encode_decimal(plan.list_price),
+            "active": plan.active,
+            "products": [["create", variants]],
+        });
+        if let Some(category) = setup.account_category {
+            values["account_category"] = json!(category);
+        }
+        values
+    }
+
+    async fn write_products(&self, items: &[WriteItem], context: &str) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let setup = self.setup(context).await?.clone();
+        let mut outcomes: Vec<Option<WriteOutcome>> = items.iter().map(|_| None).collect();
+        let mut creates: Vec<(usize, TemplatePlan)> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let item_context = format!("{context}: {}", item.natural_key);
+            let Record::Product(product) = &item.record else {
+                outcomes[index] = Some(WriteOutcome::Failed(wrong_record(&item_context, &item.record)));
+                continue;
+            };
+            match &item.target_id {
+                Some(target) => {
+                    outcomes[index] =
+                        Some(outcome(self.update_product(target, product, &setup, &item_context).await, item));
+                }
+                None => match plan_template(product, setup.currency, None) {
+                    Ok(plan) => creates.push((index, plan)),
+                    Err(message) => outcomes[index] = Some(WriteOutcome::Failed(invalid(&item_context, message))),
+                },
+            }
+        }
+        // Chunks of at most `batch_size` variants: the SKU uniqueness check runs per call.
+        let limit = self.config.batch_size.clamp(1, MAX_BATCH_SIZE);
+        let mut chunk: Vec<(usize, TemplatePlan)> = Vec::new();
+        let mut chunk_variants = 0;
+        let mut chunks = Vec::new();
+        for (index, plan) in creates {
+            if !chunk.is_empty() && chunk_variants + plan.variants.len() > limit {
+                chunks.push(std::mem::take(&mut chunk));
+                chunk_variants = 0;
+            }
+            chunk_variants += plan.variants.len();
+            chunk.push((index, plan));
+        }
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        for chunk in chunks {
+            let values: Vec<Value> = chunk.iter().map(|(_, plan)| self.template_values(plan, &setup)).collect();
+            match self.execute("product.template", "create", vec![Value::Array(values)], None, context).await {
+                Ok(created) => {
+                    let created: Vec<i64> = created
+                        .as_array()
+                        .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+                        .unwrap_or_default();
+                    if created.len() != chunk.len() {
+                        return Err(ConnectorError::new(
+                            ErrorKind::InvalidResponse,
+                            context,
+                            format!(
+                                "product.template.create returned {} ids for {} templates",
+                                created.len(),
+                                chunk.len()
+                            ),
+                        ));
+                    }
+                    for ((index, _), template) in chunk.iter().zip(created) {
+                        outcomes[*index] = Some(WriteOutcome::Created { target_id: template.to_string() });
+                    }
+                }
+                Err(error) if error.kind == ErrorKind::InvalidRequest && chunk.len() > 1 => {
+                    // One bad product fails the whole call (Tryton rolls it back): create them
+                    // one by one so that only the bad one fails, with its own message.
+                    for (index, plan) in &chunk {
+                        let item_context = format!("{context}: {}", items[*index].natural_key);
+                        let values = vec![json!([self.template_values(plan, &setup)])];
+                        outcomes[*index] =
+                            Some(match self.execute("product.template", "create", values, None, &item_context).await {
+                                Ok(created) => match created.get(0).and_then(Value::as_i64) {
+                                    Some(template) => WriteOutcome::Created { target_id: template.to_string() },
+                                    None => WriteOutcome::Failed(ConnectorError::new(
+                                        ErrorKind::InvalidResponse,
+                                        &item_context,
+                                        "product.template.create returned no id",
+                                    )),
+                                },
+                                Err(error) => WriteOutcome::Failed(error),
+                            });
+                    }
+                }
+                Err(error) => {
+                    for (index, _) in &chunk {
+                        let mut copy = ConnectorError::new(
+                            error.kind,
+                            format!("{context}: {}", items[*index].natural_key),
+                            error.message.clone(),
+                        )
+                        .with_retryable(error.retryable);
+                        copy.fault = error.fault;
+                        outcomes[*index] = Some(WriteOutcome::Failed(copy));
+                    }
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|outcome| outcome.expect("every product got an outcome")).collect())
+    }
+
+    async fn update_product(
+        &self,
+        target: &str,
+        product: &erpsync_model::Product,
+        setup: &Setup,
+        context: &str,
+    ) -> Result<(i64, bool), ConnectorError> {
+        let template: i64 =
+            target.parse().map_err(|_| invalid(context, format!("{target:?} is not a product.template id")))?;
+        let rows = self
+            .search_read(
+                "product.template",
+                json!([["id", "=", template], ["active", "in", [true, false]]]),
+                Some(1),
+                &["code"],
+                context,
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Err(ConnectorError::new(
+                ErrorKind::NotFound,
+                context,
+                format!("product.template {template} does not exist"),
+            ));
+        };
+        let prefix = text(row, "code");
+        let plan = plan_template(product, setup.currency, Some(prefix.as_deref()))
+            .map_err(|message| invalid(context, message))?;
+        let existing = self
+            .search_read(
+                "product.product",
+                json!([["template", "=", template], ["active", "in", [true, false]]]),
+                None,
+                &["code"],
+                context,
+            )
+            .await?;
+        let by_code: HashMap<String, i64> =
+            existing.iter().filter_map(|row| Some((text(row, "code")?, id(row, "id")?))).collect();
+        let mut commands = Vec::new();
+        let mut new_variants = Vec::new();
+        let mut kept = Vec::new();
+        for variant in &plan.variants {
+            let values = variant_values(variant, plan.list_price);
+            match by_code.get(&variant.sku) {
+                Some(variant_id) => {
+                    kept.push(*variant_id);
+                    commands.push(json!(["write", [variant_id], values]));
+                }
+                None => new_variants.push(values),
+            }
+        }
+        let retired: Vec<i64> = by_code.values().filter(|id| !kept.contains(id)).copied().collect();
+        if !retired.is_empty() {
+            // Variants gone from the source are archived, not deleted: sales may refer to them.
+            commands.push(json!(["write", retired, { "active": false }]));
+        }
+        if !new_variants.is_empty() {
+            commands.push(json!(["create", new_variants]));
+        }
+        let values = json!({
+            "name": plan.name,
+            "list_price": encode_decimal(plan.list_price),
+            "active": plan.active,
+            "products": commands,
+        });
+        self.execute("product.template", "write", vec![json!([template]), values], None, context).await?;
+        Ok((template, false))
+    }
+
+    /// The party with this e-mail (case-insensitive), or with this party code.
+    async fn find_party(&self, key: &str, context: &str) -> Result<Option<i64>, ConnectorError> {
+        let key = key.trim();
+        if key.contains('@') {
+            let rows = self
+                .search_read(
+                    "party.contact_mechanism",
+                    json!([["type", "=", "email"], ["value", "ilike", like_exact(key)]]),
+                    Some(1),
+                    &["party"],
+                    context,
+                )
+                .await?;
+            Ok(rows.first().and_then(|row| id(row, "party")))
+        } else {
+            let rows =
+                self.search_read("party.party", json!([["code", "=", key]]), Some(1), &["code"], context).await?;
+            Ok(rows.first().and_then(|row| id(row, "id")))
+        }
+    }
+
+    async fn country_ids(&self, addresses: &[&Address], context: &str) -> Result<HashMap<String, i64>, ConnectorError> {
+        let mut codes: Vec<String> =
+            addresses.iter().map(|address| address.country.trim().to_ascii_uppercase()).collect();
+        codes.sort();
+        codes.dedup();
+        if codes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows =
+            self.search_read("country.country", json!([["code", "in", codes]]), None, &["code"], context).await?;
+        let found: HashMap<String, i64> =
+            rows.iter().filter_map(|row| Some((text(row, "code")?, id(row, "id")?))).collect();
+        if let Some(missing) = codes.iter().find(|code| !found.contains_key(*code)) {
+            return Err(invalid(context, format!("country {missing:?} is not in tryton (create it there, or map it)")));
+        }
+        Ok(found)
+    }
+
+    fn address_values(address: &Address, countries: &HashMap<String, i64>, fallback_name: &str) -> Value {
+        let person = [address.first_name.as_deref(), address.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let street = match address.line2.as_deref().map(str::trim).filter(|line| !line.is_empty()) {
+            Some(line2) => format!("{}\n{line2}", address.line1.trim()),
+            None => address.line1.trim().to_string(),
+        };
+        json!({
+            "party_name": if person.is_empty() { address.company.clone().unwrap_or_else(|| fallback_name.to_string()) } else { person },
+            "street": street,
+            "postal_code": address.postal_code,
+            "city": address.city,
+            "country": countries.get(&address.country.trim().to_ascii_uppercase()),
+            "invoice": matches!(address.kind, AddressKind::Billing | AddressKind::Both),
+            "delivery": matches!(address.kind, AddressKind::Shipping | AddressKind::Both),
+        })
+    }
+
+    fn party_name(company: Option<&str>, first: Option<&str>, last: Option<&str>, email: Option<&str>) -> String {
+        let person =
+            [first, last].into_iter().flatten().map(str::trim).filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" ");
+        match company.map(str::trim).filter(|c| !c.is_empty()) {
+            Some(company) => company.to_string(),
+            None if !person.is_empty() => person,
+            None => email.unwrap_or("Customer").to_string(),
+        }
+    }
+
+    /// Creates or completes the party of `customer`: returns its id and whether it was created.
+    async fn write_customer(&self, item: &WriteItem, context: &str) -> Result<(i64, bool), ConnectorError> {
+        let Record::Customer(customer) = &item.record else {
+            return Err(wrong_record(context, &item.record));
+        };
+        let target = match &item.target_id {
+            Some(target) => {
+                Some(target.parse::<i64>().map_err(|_| invalid(context, format!("{target:?} is not a party id")))?)
+            }
+            None => None,
+        };
+        self.upsert_party(target, customer, context).await
+    }
+
+    async fn upsert_party(
+        &self,
+        target: Option<i64>,
+        customer: &Customer,
+        context: &str,
+    ) -> Result<(i64, bool), ConnectorError> {
+        let name = Self::party_name(
+            customer.company.as_deref(),
+            customer.first_name.as_deref(),
+            customer.last_name.as_deref(),
+            customer.email.as_deref(),
+        );
+        let addresses: Vec<&Address> = customer.addresses.iter().collect();
+        let countries = self.country_ids(&addresses, context).await?;
+        let mut mechanisms = Vec::new();
+        if let Some(email) = customer.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            mechanisms.push(("email", email.to_string()));
+        }
+        if let Some(phone) = customer.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+            mechanisms.push(("phone", phone.to_string()));
+        }
+        let Some(party) = target else {
+            let values = json!({
+                "name": name,
+                "addresses": [["create", addresses.iter().map(|a| Self::address_values(a, &countries, &name)).collect::<Vec<_>>()]],
+                "contact_mechanisms": [["create", mechanisms.iter().map(|(kind, value)| json!({"type": kind, "value": value})).collect::<Vec<_>>()]],
+            });
+            let created = self.execute("party.party", "create", vec![json!([values])], None, context).await?;
+            let party = created.get(0).and_then(Value::as_i64).ok_or_else(|| {
+                ConnectorError::new(ErrorKind::InvalidResponse, context, "party.party.create returned no id")
+            })?;
+            return Ok((party, true));
+        };
+        // An existing party: its name follows the source; e-mails, phones and addresses it
+        // lacks are added (nothing is removed: sales and invoices refer to them).
+        let rows = self
+            .execute(
+                "party.party",
+                "read",
+                vec![json!([party]), json!(["contact_mechanisms", "addresses"])],
+                None,
+                context,
+            )
+            .await?;
+        let Some(row) = rows.get(0) else {
+            return Err(ConnectorError::new(ErrorKind::NotFound, context, format!("party {party} does not exist")));
+        };
+        let known_mechanisms = self
+            .execute(
+                "party.contact_mechanism",
+                "read",
+                vec![json!(ids(row, "contact_mechanisms")), json!(["type", "value"])],
+                None,
+                context,
+            )
+            .await?;
+        let known_addresses = self
+            .execute(
+                "party.address",
+                "read",
+                vec![json!(ids(row, "addresses")), json!(["street", "postal_code", "city"])],
+                None,
+                context,
+            )
+            .await?;
+        let new_mechanisms: Vec<Value> = mechanisms
+            .iter()
+            .filter(|(kind, value)| {
+                !known_mechanisms.as_array().into_iter().flatten().any(|row| {
+                    text(row, "type").as_deref() == Some(*kind)
+                        && text(row, "value").is_some_and(|known| known.eq_ignore_ascii_case(value))
+                })
+            })
+            .map(|(kind, value)| json!({"type": kind, "value": value}))
+            .collect();
+        let new_addresses: Vec<Value> = addresses
+            .iter()
+            .filter(|address| !Self::has_address(&known_addresses, address))
+            .map(|address| Self::address_values(address, &countries, &name))
+            .collect();
+        let mut values = json!({ "name": name });
+        if !new_mechanisms.is_empty() {
+            values["contact_mechanisms"] = json!([["create", new_mechanisms]]);
+        }
+        if !new_addresses.is_empty() {
+            values["addresses"] = json!([["create", new_addresses]]);
+        }
+        self.execute("party.party", "write", vec![json!([party]), values], None, context).await?;
+        Ok((party, false))
+    }
+
+    fn has_address(known: &Value, address: &Address) -> bool {
+        let same = |a: Option<String>, b: &str| a.unwrap_or_default().trim().eq_ignore_ascii_case(b.trim());
+        known.as_array().into_iter().flatten().any(|row| {
+            let street = text(row, "street").unwrap_or_default();
+            same(Some(street.lines().next().unwrap_or_default().to_string()), &address.line1)
+                && same(text(row, "postal_code"), address.postal_code.as_deref().unwrap_or_default())
+                && same(text(row, "city"), &address.city)
+        })
+    }
+
+    /// The id of the party's address matching `address`, created when missing.
+    async fn address_of(
+        &self,
+        party: i64,
+        address: &Address,
+        name: &str,
+        context: &str,
+    ) -> Result<i64, ConnectorError> {
+        let rows = self
+            .search_read(
+                "party.address",
+                json!([["party", "=", party]]),
+                None,
+                &["street", "postal_code", "city"],
+                context,
+            )
+            .await?;
+        for row in &rows {
+            if Self::has_address(&json!([row]), address) {
+                return id(row, "id")
+                    .ok_or_else(|| ConnectorError::new(ErrorKind::InvalidResponse, context, "an address without id"));
+            }
+        }
+        let countries = self.country_ids(&[address], context).await?;
+        let mut values = Self::address_values(address, &countries, name);
+        values["party"] = json!(party);
+        let created = self.execute("party.address", "create", vec![json!([values])], None, context).await?;
+        created.get(0).and_then(Value::as_i64).ok_or_else(|| {
+            ConnectorError::new(ErrorKind::InvalidResponse, context, "party.address.create returned no id")
+        })
+    }
+
+    /// Sales of the configured web shop by web id: id and state.
+    async fn find_sales(
+        &self,
+        numbers: &[String],
+        context: &str,
+    ) -> Result<HashMap<String, (i64, String)>, ConnectorError> {
+        let setup = self.setup(context).await?;
+        let domain = match setup.web_shop {
+            Some(shop) => json!([["web_shop", "=", shop], ["web_id", "in", numbers]]),
+            None => json!([["reference", "in", numbers]]),
+        };
+        let rows = self.search_read("sale.sale", domain, None, &["web_id", "reference", "state"], context).await?;
+        let key = if setup.web_shop.is_some() { "web_id" } else { "reference" };
+        Ok(rows
+            .iter()
+            .filter_map(|row| Some((text(row, key)?, (id(row, "id")?, text(row, "state").unwrap_or_default()))))
+            .collect())
+    }
+
+    /// Quotes and (when configured) confirms a sale, then reads its state back: `confirm` runs
+    /// the sale's processing in a queued task whose failure the call does not report.
+    async fn advance_sale(
+        &self,
+        sale: i64,
+        state: &str,
+        confirm: bool,
+        context: &str,
+    ) -> Result<String, ConnectorError> {
+        if state == "draft" {
+            self.execute("sale.sale", "quote", vec![json!([sale])], None, context).await?;
+        }
+        if confirm && matches!(state, "draft" | "quotation") {
+            self.execute("sale.sale", "confirm", vec![json!([sale])], None, context).await?;
+        }
+        let rows = self.execute("sale.sale", "read", vec![json!([sale]), json!(["state"])], None, context).await?;
+        let state = rows.get(0).and_then(|row| text(row, "state")).unwrap_or_default();
+        let expected: &[&str] = if confirm { &["confirmed", "processing", "done"] } else { &["quotation"] };
+        if !expected.contains(&state.as_str()) {
+            return Err(ConnectorError::new(
+                ErrorKind::InvalidResponse,
+                context,
+                format!(
+                    "sale {sale} is in state {state:?} after quote/confirm, expected one of {expected:?}: a queued task failed in tryton (see its log); the next retry takes the sale on from there"
+                ),
+            )
+            .with_retryable(false));
+        }
+        Ok(state)
+    }
+
+    async fn write_order(&self, item: &WriteItem, context: &str) -> WriteOutcome {
+        match self.import_order(item, context).await {
+            Ok((sale, created)) => {
+                if created {
+                    WriteOutcome::Created { target_id: sale.to_string() }
+                } else {
+                    WriteOutcome::Updated { target_id: sale.to_string() }
+                }
+            }
+            Err(error) => WriteOutcome::Failed(error),
+        }
+    }
+
+    async fn import_order(&self, item: &WriteItem, context: &str) -> Result<(i64, bool), ConnectorError> {
+        let Record::Order(order) = &item.record else {
+            return Err(wrong_record(context, &item.record));
+        };
+        let setup = self.setup(context).await?.clone();
+        let Some(shop) = setup.web_shop else {
+            return Err(invalid(context, "set `web_shop` on the system to write orders: it makes imports idempotent"));
+        };
+        let number = order.number.trim().to_string();
+        // Searched again here, not only in lookup: a replayed batch must never import twice.
+        if let Some((sale, state)) = self.find_sales(std::slice::from_ref(&number), context).await?.remove(&number) {
+            self.advance_sale(sale, &state, self.config.confirm_orders, context).await?;
+            return Ok((sale, false));
+        }
+        let sale = self.create_sale(order, shop, &setup, context).await?;
+        self.advance_sale(sale, "draft", self.config.confirm_orders, context).await?;
+        Ok((sale, true))
+    }
+
+    async fn create_sale(&self, order: &Order, shop: i64, setup: &Setup, context: &str) -> Result<i64, ConnectorError> {
+        if order.prices_include_tax && !order.totals.tax_total.is_zero() {
+            return Err(invalid(
+                context,
+                "the order's prices include tax; Tryton's sale prices exclude it: convert them in the mapping",
+            ));
+        }
+        let currencies = self
+            .search_read(
+                "currency.currency",
+                json!([["code", "=", order.currency.as_str()]]),
+                Some(1),
+                &["code"],
+                context,
+            )
+            .await?;
+        let currency = currencies
+            .first()
+            .and_then(|row| id(row, "id"))
+            .ok_or_else(|| invalid(context, format!("currency {} is not in tryton", order.currency)))?;
+        let mut skus: Vec<String> = order.lines.iter().map(|line| line.sku.trim().to_string()).collect();
+        skus.sort();
+        skus.dedup();
+        let products =
+            self.search_read("product.product", json!([["code", "in", skus]]), None, &["code"], context).await?;
+        let product_ids: HashMap<String, i64> =
+            products.iter().filter_map(|row| Some((text(row, "code")?, id(row, "id")?))).collect();
+        let missing: Vec<&String> = skus.iter().filter(|sku| !product_ids.contains_key(*sku)).collect();
+        if !missing.is_empty() {
+            // Most likely the product is not synced yet: worth waiting for.
+            return Err(ConnectorError::new(
+                ErrorKind::NotFound,
+                context,
+                format!("unknown sku {missing:?} in tryton (not synced yet?)"),
+            )
+            .with_retryable(true));
+        }
+
+        let customer = &order.customer;
+        let name = Self::party_name(
+            customer.company.as_deref(),
+            customer.first_name.as_deref(),
+            customer.last_name.as_deref(),
+            customer.email.as_deref(),
+        );
+        let found = match customer.email.as_deref().filter(|email| email.contains('@')) {
+            Some(email) => self.find_party(email, context).await?,
+            None => None,
+        };
+        let party = match found {
+            Some(party) => party,
+            None => {
+                let as_customer = Customer {
+                    email: customer.email.clone(),
+                    first_name: customer.first_name.clone(),
+                    last_name: customer.last_name.clone(),
+                    company: customer.company.clone(),
+                    phone: customer.phone.clone(),
+                    ..Customer::default()
+                };
+                self.upsert_party(None, &as_customer, context).await?.0
+            }
+        };
+        let shipping = order.shipping_address.as_ref().or(order.billing_address.as_ref());
+        let billing = order.billing_address.as_ref().or(order.shipping_address.as_ref());
+        let (shipment_address, invoice_address) = match (shipping, billing) {
+            (Some(shipping), Some(billing)) => (
+                self.address_of(party, shipping, &name, context).await?,
+                self.address_of(party, billing, &name, context).await?,
+            ),
+            _ => {
+                let rows = self
+                    .search_read("party.address", json!([["party", "=", party]]), Some(1), &["id"], context)
+                    .await?;
+                let address = rows
+                    .first()
+                    .and_then(|row| id(row, "id"))
+                    .ok_or_else(|| invalid(context, "the order has no address and its customer has none in tryton"))?;
+                (address, address)
+            }
+        };
+        let lines: Vec<Value> = order
+            .lines
+            .iter()
+            .map(|line| {
+                // Tryton's sale lines carry one net unit price: the line's discount is spread
+                // over its quantity.
+                let unit_price = if line.discount.is_zero() || line.quantity.is_zero() {
+                    line.unit_price
+                } else {
+                    (line.unit_price * line.quantity - line.discount) / line.quantity
+                };
+                json!({
+                    "type": "line",
+                    "product": product_ids[line.sku.trim()],
+                    "description": line.title,
+                    "quantity": quantity(line.quantity),
+                    "unit": setup.unit,
+                    "unit_price": encode_decimal(unit_price.round_dp(4)),
+                })
+            })
+            .collect();
+        let mut values = json!({
+            "party": party,
+            "invoice_address": invoice_address,
+            "shipment_address": shipment_address,
+            "currency": currency,
+            "web_shop": shop,
+            "web_id": order.number.trim(),
+            "reference": order.number.trim(),
+            "description": format!("Web order {}", order.number.trim()),
+            "comment": order.note,
+            "lines": [["create", lines]],
+        });
+        if let Some(warehouse) = setup.shop_warehouse {
+            values["warehouse"] = json!(warehouse);
+        }
+        if let Some(placed) = order.placed_at {
+            values["sale_date"] = encode_date(placed.date_naive());
+        }
+        let created = self.execute("sale.sale", "create", vec![json!([values])], None, context).await?;
+        created
+            .get(0)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ConnectorError::new(ErrorKind::InvalidResponse, context, "sale.sale.create returned no id"))
+    }
+
+    async fn write_status(&self, item: &WriteItem, context: &str) -> WriteOutcome {
+        let Record::OrderStatus(change) = &item.record else {
+            return WriteOutcome::Failed(wrong_record(context, &item.record));
+        };
+        match self.apply_status(change, context).await {
+            Ok(sale) => WriteOutcome::Updated { target_id: sale.to_string() },
+            Err(error) => WriteOutcome::Failed(error),
+        }
+    }
+
+    async fn apply_status(&self, change: &OrderStatusChange, context: &str) -> Result<i64, ConnectorError> {
+        let number = change.order_number.trim().to_string();
+        let Some((sale, state)) = self.find_sales(std::slice::from_ref(&number), context).await?.remove(&number) else {
+            // The order may not be imported yet: worth waiting for.
+            return Err(ConnectorError::new(ErrorKind::NotFound, context, format!("no sale for order {number:?}"))
+                .with_retryable(true));
+        };
+        match (change.state, state.as_str()) {
+            (OrderState::Cancelled, "cancelled") => Ok(sale),
+            (OrderState::Cancelled, "draft" | "quotation") => {
+                self.execute("sale.sale", "cancel", vec![json!([sale])], None, context).await?;
+                let rows =
+                    self.execute("sale.sale", "read", vec![json!([sale]), json!(["state"])], None, context).await?;
+                match rows.get(0).and_then(|row| text(row, "state")).as_deref() {
+                    Some("cancelled") => Ok(sale),
+                    other => Err(ConnectorError::new(
+                        ErrorKind::InvalidResponse,
+                        context,
+                        format!("sale {sale} is in state {other:?} after cancel"),
+                    )),
+                }
+            }
+            (OrderState::Cancelled, other) => Err(invalid(
+                context,
+                format!(
+                    "sale {sale} is {other}: Tryton cancels only draft and quotation sales; cancel its shipments and invoices in tryton"
+                ),
+            )),
+            (OrderState::Processing, "draft" | "quotation") => {
+                self.advance_sale(sale, &state, true, context).await?;
+                Ok(sale)
+            }
+            (OrderState::Open, "draft" | "quotation") | (OrderState::Processing, "confirmed" | "processing") => {
+                Ok(sale)
+            }
+            (wanted, other) => Err(invalid(
+                context,
+                format!(
+                    "sale {sale} is {other}; writing {wanted:?} to tryton is not supported (only cancellation and confirmation)"
+                ),
+            )),
+        }
+    }
+}
