@@ -5,8 +5,12 @@
 //! the unchanged catalog (`--full`: every record read, hashed and compared), sampling the
 //! process's peak resident memory. Figures are printed and appended as JSON lines to
 //! `target/bench/results.jsonl`.
+//!
+//! `cargo xtask bench-http`: REST API to REST batch endpoint; `cargo xtask bench-shop`: Odoo to
+//! Shopify on the simulators (see `shop_bench`).
 
 mod rest_api;
+mod shop_bench;
 
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -36,7 +40,14 @@ fn main() -> Result<()> {
             };
             bench_http(&sizes)
         }
-        _ => bail!("usage: cargo xtask bench [SIZES] | bench-http [SIZES]"),
+        Some("bench-shop") => {
+            let products: usize = match args.get(1) {
+                Some(n) => n.parse().context("products: 10000")?,
+                None => 10_000,
+            };
+            shop_bench::bench(products)
+        }
+        _ => bail!("usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS]"),
     }
 }
 

@@ -1,85 +1,253 @@
-//! `erpsync demo`: a sample ERP export, a configuration and a first sync, in one folder.
+//! `erpsync demo`: an ERP and a shop (the Odoo and Shopify simulators) started in process with
+//! seed data, a configuration for both directions, and `serve` running until Ctrl-C or for
+//! `--duration`, with a printout of what moves where.
 
 use anyhow::{Context, Result};
-use erpsync_engine::shutdown::Shutdown;
-use erpsync_engine::{Engine, RunOptions};
-use std::fmt::Write as _;
+use erpsync_engine::Engine;
+use erpsync_engine::shutdown::{self, Shutdown};
+use erpsync_sim::{odoo, shopify};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-const CONFIG: &str = r#"# erpsync demo: the ERP drops CSV exports into erp-export/, the shop takes JSON Lines
-# from shop-import/. Edit erp-export/products.csv and run the sync again: only what changed
-# is written.
-
-[systems.erp]
-type = "files"
-path = "erp-export"
-format = "csv"
-
-[systems.shop]
-type = "files"
-path = "shop-import"
-format = "jsonl"
-
-[flows.products]
-entity = "product"
-source = "erp"
-target = "shop"
-interval = "1m"
-"#;
-
-pub async fn run(dir: &Path, products: usize) -> Result<ExitCode> {
-    std::fs::create_dir_all(dir.join("erp-export")).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::create_dir_all(dir.join("shop-import"))?;
-    let config_path = dir.join("erpsync.toml");
-    if !config_path.exists() {
-        std::fs::write(&config_path, CONFIG)?;
-    }
-    let catalog = dir.join("erp-export").join("products.csv");
-    if !catalog.exists() {
-        std::fs::write(&catalog, sample_catalog(products))?;
-    }
-    println!("demo folder: {}", dir.display());
-    println!("  configuration: {}", config_path.display());
-    println!("  ERP export:    {} ({products} products, 3 variants each, 2 bad rows)", catalog.display());
-    println!();
-
-    let config = crate::load_config(&config_path)?;
-    let data_dir = dir.join("data");
-    let store_url = crate::store_url(&config, &data_dir)?;
-    let store = erpsync_store::open(&store_url).await?;
-    let engine = Arc::new(Engine::new(Arc::new(config), store));
-    let options = RunOptions { full: false, dry_run: false, trigger: "manual".into() };
-    crate::sync_flow(&engine, "products", &options, &Shutdown::never(), true, false).await?;
-    println!();
-    crate::output::print_status(&engine.status().await?, false)?;
-    println!();
-    let cd = dir.display();
-    println!("next steps:");
-    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data failures list");
-    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data trace DEMO-00001");
-    println!(
-        "  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data sync products --full   # writes nothing: unchanged"
-    );
-    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data serve                  # every minute");
-    Ok(ExitCode::SUCCESS)
+pub struct DemoOptions<'a> {
+    pub dir: &'a Path,
+    pub products: usize,
+    pub duration: Option<Duration>,
+    /// Shop orders placed per minute by the demo's order stream.
+    pub orders_per_minute: u32,
 }
 
-/// A catalog with `products` products of three sizes each, and two rows an ERP export really
-/// produces now and then: an unknown currency and a negative price.
-fn sample_catalog(products: usize) -> String {
-    let mut csv = String::from("code,title,vendor,sku,option1_name,option1_value,price,currency\n");
-    for index in 1..=products {
-        for size in ["S", "M", "L"] {
-            let price = 10 + index % 90;
-            let _ = writeln!(
-                csv,
-                "DEMO-{index:05},Demo shirt {index},Acme,DEMO-{index:05}-{size},Size,{size},{price}.90,EUR"
-            );
+/// The configuration the demo writes: both simulators' addresses change from run to run.
+fn config(odoo_url: &str, shopify_url: &str, listen: &str) -> String {
+    format!(
+        r#"# erpsync demo: Odoo (the ERP) and Shopify (the shop) are simulators started by
+# `erpsync demo`; their addresses change each time it starts, and this file is rewritten.
+
+[server]
+listen = "{listen}"
+public_url = "http://{listen}"
+
+[systems.odoo]
+type = "odoo"
+url = "{odoo_url}"
+database = "odoo"
+protocol = "json2"
+api_key = {{ file = "secrets/odoo-api-key" }}
+confirm_orders = true
+warehouses = {{ "Warehouse" = "WH", "Store 1" = "WH2", "Store 2" = "WH3" }}
+
+[systems.shopify]
+type = "shopify"
+url = "{shopify_url}"
+access_token = {{ file = "secrets/shopify-token" }}
+webhook_secret = {{ file = "secrets/shopify-webhook-secret" }}
+
+# ERP -> shop: the catalog, stock per location, shipments.
+[flows.products]
+entity = "product"
+source = "odoo"
+target = "shopify"
+interval = "30s"
+
+[flows.stock]
+entity = "stock_level"
+source = "odoo"
+target = "shopify"
+interval = "30s"
+
+[flows.shipments]
+entity = "shipment"
+source = "odoo"
+target = "shopify"
+interval = "30s"
+
+# shop -> ERP: customers and orders, on webhooks, with a pull every 15s as a safety net.
+[flows.customers]
+entity = "customer"
+source = "shopify"
+target = "odoo"
+interval = "15s"
+
+[flows.orders]
+entity = "order"
+source = "shopify"
+target = "odoo"
+interval = "15s"
+"#
+    )
+}
+
+pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
+    let dir = options.dir;
+    std::fs::create_dir_all(dir.join("secrets")).with_context(|| format!("creating {}", dir.display()))?;
+
+    println!("Starting the simulators (in this process):");
+    let odoo_config = odoo::OdooSimConfig {
+        seed: Some(odoo::SeedConfig {
+            seed: 7,
+            products: options.products,
+            max_variants: 3,
+            warehouses: 3,
+            customers: 20,
+            orders: 0,
+            ..odoo::SeedConfig::default()
+        }),
+        ..odoo::OdooSimConfig::default()
+    };
+    let api_key = odoo_config.api_key.clone();
+    let odoo_sim = odoo::OdooSim::start(odoo_config).await.context("starting the Odoo simulator")?;
+    println!(
+        "  Odoo     {}  ({} product templates with up to 3 variants, 3 warehouses)",
+        odoo_sim.base_url(),
+        options.products
+    );
+    let shop_config = shopify::ShopifyConfig {
+        seed: Some(shopify::SeedConfig {
+            seed: 7,
+            products: 0,
+            variants_per_product: 1,
+            locations: 3,
+            customers: 25,
+            orders: 0,
+        }),
+        ..shopify::ShopifyConfig::default()
+    };
+    let webhook_secret = shop_config.api_secret.clone();
+    let shop_sim = shopify::ShopifySim::start(shop_config).await.context("starting the Shopify simulator")?;
+    println!("  Shopify  {}  (an empty catalog, 3 locations, 25 customers)", shop_sim.base_url());
+
+    std::fs::write(dir.join("secrets/odoo-api-key"), &api_key)?;
+    std::fs::write(dir.join("secrets/shopify-token"), shop_sim.access_token())?;
+    std::fs::write(dir.join("secrets/shopify-webhook-secret"), &webhook_secret)?;
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        probe.local_addr()?.to_string()
+    };
+    let config_path = dir.join("erpsync.toml");
+    std::fs::write(&config_path, config(&odoo_sim.base_url(), &shop_sim.base_url(), &listen))?;
+    let config = crate::load_config(&config_path)?;
+    let store_url = crate::store_url(&config, &dir.join("data"))?;
+    let store = erpsync_store::open(&store_url).await.context("opening the store")?;
+    let engine = Arc::new(Engine::new(Arc::new(config), store));
+
+    let socket = erpsync_server::listen(&engine).await.with_context(|| format!("listening on {listen}"))?;
+    let (trigger, stop) = shutdown::channel();
+    let http = tokio::spawn(erpsync_server::serve(socket, engine.clone(), stop.clone()));
+    // The shop delivers order and customer webhooks to this server.
+    let registered = crate::webhooks::register_all(engine.config()).await?;
+    println!("  erpsync  http://{listen}  (webhooks: {registered} subscriptions in the shop)");
+    println!();
+    println!("Flows (serve):");
+    for status in engine.status().await? {
+        println!("  {:<10} {:<12} {} → {}", status.name, status.entity, status.source, status.target);
+    }
+    println!();
+    match options.duration {
+        Some(duration) => println!(
+            "Running for {}s; the shop receives {} orders a minute.",
+            duration.as_secs(),
+            options.orders_per_minute
+        ),
+        None => println!("Running until Ctrl-C; the shop receives {} orders a minute.", options.orders_per_minute),
+    }
+    println!();
+
+    let scheduler = {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { engine.serve(stop).await })
+    };
+    let orders = tokio::spawn(order_stream(shop_sim.base_url(), options.orders_per_minute, stop.clone()));
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let started = Instant::now();
+    let mut ticker = stop.clone();
+    loop {
+        let mut wait = Duration::from_secs(5);
+        let mut last = false;
+        if let Some(duration) = options.duration
+            && started.elapsed() + wait >= duration
+        {
+            wait = duration.saturating_sub(started.elapsed());
+            last = true;
+        }
+        let interrupted = tokio::select! {
+            _ = ticker.sleep(wait) => false,
+            _ = &mut ctrl_c => true,
+        };
+        print_progress(&engine, started, &shop_sim, &odoo_sim).await;
+        if last || interrupted {
+            break;
         }
     }
-    csv.push_str("BAD-1,Shirt in a made-up currency,Acme,BAD-1-S,Size,S,12.00,EUX\n");
-    csv.push_str("BAD-2,Shirt with a negative price,Acme,BAD-2-S,Size,S,-5.00,EUR\n");
-    csv
+    trigger.trigger();
+    let placed = orders.await.unwrap_or(0);
+    scheduler.await.context("the scheduler task")??;
+    http.await.context("the HTTP server task")??;
+
+    println!();
+    println!("Summary after {}s:", started.elapsed().as_secs());
+    crate::output::print_status(&engine.status().await?, false)?;
+    let shop_products = shop_sim.with_state(|state| state.products.len());
+    let shop_orders = shop_sim.with_state(|state| state.orders.len());
+    let odoo_orders = odoo_sim.with_state(|state| state.ids("sale.order").len());
+    println!();
+    println!("  products in the shop:        {shop_products} (from {} templates in Odoo)", options.products);
+    println!("  orders placed in the shop:   {shop_orders} ({placed} by the demo's order stream)");
+    println!("  sale orders in Odoo:         {odoo_orders}");
+    let cd = dir.display();
+    println!();
+    println!("Where to look (the simulators stop with the demo; the store stays):");
+    println!("  configuration: {}", config_path.display());
+    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data status");
+    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data failures list");
+    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data trace <order number or SKU>");
+    shop_sim.shutdown().await;
+    odoo_sim.shutdown().await;
+    let open_failures: i64 = engine.status().await?.iter().map(|status| status.open_failures).sum();
+    Ok(if open_failures > 0 { ExitCode::from(crate::EXIT_RECORDS_FAILED) } else { ExitCode::SUCCESS })
+}
+
+/// Places orders in the shop at a steady rate (once the shop has products to order), through
+/// the simulator's control API, which also sends the `orders/create` webhooks. Returns how many
+/// it placed.
+async fn order_stream(shop_url: String, per_minute: u32, stop: Shutdown) -> u64 {
+    if per_minute == 0 {
+        return 0;
+    }
+    let client = reqwest::Client::new();
+    let every = Duration::from_secs_f64(60.0 / f64::from(per_minute));
+    let mut placed = 0;
+    let mut sleeper = stop.clone();
+    while sleeper.sleep(every).await {
+        let response =
+            client.post(format!("{shop_url}/_sim/orders")).json(&serde_json::json!({ "create": 1 })).send().await;
+        // Until the catalog has reached the shop there is nothing to order.
+        if let Ok(response) = response
+            && response.status().is_success()
+        {
+            placed += 1;
+        }
+    }
+    placed
+}
+
+async fn print_progress(engine: &Engine, started: Instant, shop: &shopify::RunningSim, odoo: &odoo::RunningOdooSim) {
+    let Ok(statuses) = engine.status().await else { return };
+    let mut line = format!("[{:>4}s]", started.elapsed().as_secs());
+    for status in statuses {
+        let counts = status.last_run.as_ref().map(|run| run.counts).unwrap_or_default();
+        line.push_str(&format!(
+            "  {} +{}/~{}{}",
+            status.name,
+            counts.created,
+            counts.updated,
+            if status.open_failures > 0 { format!(" !{}", status.open_failures) } else { String::new() }
+        ));
+    }
+    let shop_products = shop.with_state(|state| state.products.len());
+    let shop_orders = shop.with_state(|state| state.orders.len());
+    let odoo_orders = odoo.with_state(|state| state.ids("sale.order").len());
+    println!("{line}  | shop: {shop_products} products, {shop_orders} orders | odoo: {odoo_orders} sale orders");
 }

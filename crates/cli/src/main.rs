@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Exit code when the command worked but some records failed (they are dead letters).
-const EXIT_RECORDS_FAILED: u8 = 3;
+pub(crate) const EXIT_RECORDS_FAILED: u8 = 3;
 
 #[derive(Parser)]
 #[command(name = "erpsync", version, about = "Keeps an ERP and online shops in step")]
@@ -94,14 +94,21 @@ enum Command {
     },
     /// List the connectors this build knows.
     Connectors,
-    /// Write a demo setup (sample ERP export, configuration) to a folder and sync it.
+    /// Odoo and Shopify simulators with seed data, synced both ways by `serve`, with a running
+    /// printout; stops on Ctrl-C or after `--duration`.
     Demo {
-        /// Where to create the demo.
+        /// Where the configuration and the store go.
         #[arg(long, default_value = "erpsync-demo")]
         dir: PathBuf,
-        /// Number of products in the sample catalog.
+        /// Product templates in the ERP (each with up to 3 variants).
         #[arg(long, default_value_t = 1000)]
         products: usize,
+        /// Stop after this long (`60s`, `5m`) and print a summary.
+        #[arg(long, value_parser = parse_duration_arg)]
+        duration: Option<std::time::Duration>,
+        /// Orders placed in the shop per minute.
+        #[arg(long, default_value_t = 60)]
+        orders_per_minute: u32,
     },
 }
 
@@ -233,7 +240,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::print_connectors();
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Demo { dir, products } => return demo::run(dir, *products).await,
+        Command::Demo { dir, products, duration, orders_per_minute } => {
+            return demo::run(demo::DemoOptions {
+                dir,
+                products: *products,
+                duration: *duration,
+                orders_per_minute: *orders_per_minute,
+            })
+            .await;
+        }
         Command::Sim { which } => return sim::run(which).await,
         _ => {}
     }
@@ -312,6 +327,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    erpsync_engine::config::parse_duration(text)
 }
 
 pub(crate) fn load_config(path: &Path) -> Result<Config> {

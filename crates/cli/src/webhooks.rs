@@ -102,6 +102,24 @@ pub async fn run(config: &Config, action: &WebhooksCommand) -> Result<ExitCode> 
     }
 }
 
+/// Registers every subscription the configuration's webhook-driven flows need (what
+/// `erpsync webhooks register` does); returns how many exist for this server afterwards.
+pub async fn register_all(config: &Config) -> Result<usize> {
+    let mut count = 0;
+    for target in targets(config, None)? {
+        let url = require_url(&target)?;
+        for topic in &target.topics {
+            target
+                .api
+                .register(topic, url)
+                .await
+                .with_context(|| format!("registering {topic} on {}", target.system))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 fn require_url(target: &Target) -> Result<&str> {
     target.url.as_deref().context("set [server] public_url: the address the shop delivers webhooks to")
 }

@@ -20,6 +20,9 @@ pub struct SeedConfig {
     pub products: usize,
     /// At most this many variants per template (1 means no variants).
     pub max_variants: usize,
+    /// At least this many (at most `max_variants`): equal bounds give every template exactly
+    /// that many variants.
+    pub min_variants: usize,
     pub warehouses: usize,
     pub customers: usize,
     pub orders: usize,
@@ -33,6 +36,7 @@ impl Default for SeedConfig {
             seed: 42,
             products: 20,
             max_variants: 4,
+            min_variants: 1,
             warehouses: 2,
             customers: 10,
             orders: 6,
@@ -187,7 +191,8 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
         let list_price = (rng.random_range(500..20_000) as f64) / 100.0;
         let category = if index % 2 == 0 { apparel } else { home };
         let sku = format!("SKU-{:04}", index + 1);
-        let variant_count = rng.random_range(1..=config.max_variants.clamp(1, 16));
+        let most = config.max_variants.clamp(1, 16);
+        let variant_count = rng.random_range(config.min_variants.clamp(1, most)..=most);
         seeder.state.skip_default_variant = true;
         let template = seeder.create(
             "product.template",
