@@ -1,6 +1,6 @@
 //! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
 
-use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, sql};
+use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, odoo, sql};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ pub enum SystemConfig {
     Files(files::FilesConfig),
     Http(http::HttpConfig),
     Sql(sql::SqlConfig),
+    Odoo(odoo::OdooConfig),
 }
 
 impl SystemConfig {
@@ -23,6 +24,7 @@ impl SystemConfig {
             SystemConfig::Files(_) => "files",
             SystemConfig::Sql(_) => "sql",
             SystemConfig::Http(_) => "http",
+            SystemConfig::Odoo(_) => "odoo",
         }
     }
 
@@ -33,6 +35,7 @@ impl SystemConfig {
             SystemConfig::Files(config) => config.validate(),
             SystemConfig::Sql(config) => config.validate(),
             SystemConfig::Http(config) => config.validate(),
+            SystemConfig::Odoo(config) => config.validate(),
         }
     }
 
@@ -42,7 +45,7 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(config) => config.resolve_paths(base_dir),
             SystemConfig::Sql(config) => config.resolve_paths(base_dir),
-            SystemConfig::Http(_) => {}
+            SystemConfig::Http(_) | SystemConfig::Odoo(_) => {}
         }
     }
 
@@ -51,6 +54,7 @@ impl SystemConfig {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
+            SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
         }
     }
 
@@ -58,14 +62,15 @@ impl SystemConfig {
     pub fn build_webhook_receiver(&self, system: &str) -> Result<Option<Arc<dyn WebhookReceiver>>, ConnectorError> {
         match self {
             SystemConfig::Http(config) => Ok(Some(Arc::new(http::HttpConnector::new(system, config.clone())?))),
-            SystemConfig::Files(_) | SystemConfig::Sql(_) => Ok(None),
+            // Odoo's webhook notifications are unsigned: see `odoo::webhook`.
+            SystemConfig::Files(_) | SystemConfig::Sql(_) | SystemConfig::Odoo(_) => Ok(None),
         }
     }
 
     /// The system's subscription management, when its API has one.
     pub fn build_subscriptions(&self, _system: &str) -> Result<Option<Arc<dyn WebhookSubscriptions>>, ConnectorError> {
         match self {
-            SystemConfig::Files(_) | SystemConfig::Sql(_) | SystemConfig::Http(_) => Ok(None),
+            SystemConfig::Files(_) | SystemConfig::Sql(_) | SystemConfig::Http(_) | SystemConfig::Odoo(_) => Ok(None),
         }
     }
 
@@ -74,6 +79,7 @@ impl SystemConfig {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
+            SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -114,6 +120,24 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             read: true,
             write: true,
             webhooks: true,
+        },
+        ConnectorInfo {
+            name: "odoo",
+            description: "Odoo ERP over JSON-2 (Odoo 19+) or JSON-RPC: reads products, prices, stock, shipments, order status, invoices; writes customers, orders, refunds, cancellations",
+            entities: vec![
+                EntityKind::Product,
+                EntityKind::PriceList,
+                EntityKind::StockLevel,
+                EntityKind::Customer,
+                EntityKind::Order,
+                EntityKind::OrderStatus,
+                EntityKind::Shipment,
+                EntityKind::Document,
+                EntityKind::Refund,
+            ],
+            read: true,
+            write: true,
+            webhooks: false,
         },
     ]
 }
