@@ -115,16 +115,23 @@ pub fn order_state(state: &str, locked: bool, delivered: bool) -> OrderState {
     }
 }
 
-/// Fulfilment from the lines' ordered and delivered quantities.
-pub fn fulfillment(lines: &[(Decimal, Decimal)]) -> FulfillmentStatus {
-    let ordered: Decimal = lines.iter().map(|(ordered, _)| *ordered).sum();
-    let delivered: Decimal = lines.iter().map(|(_, delivered)| *delivered).sum();
-    if ordered > Decimal::ZERO && lines.iter().all(|(ordered, delivered)| delivered >= ordered) {
-        FulfillmentStatus::Fulfilled
-    } else if delivered > Decimal::ZERO {
-        FulfillmentStatus::PartiallyFulfilled
-    } else {
-        FulfillmentStatus::Unfulfilled
+/// Fulfilment from the states of an order's transfers (cancelled ones do not count).
+pub fn fulfillment(picking_states: &[String]) -> FulfillmentStatus {
+    let live: Vec<&str> = picking_states.iter().map(String::as_str).filter(|state| *state != "cancel").collect();
+    let done = live.iter().filter(|state| **state == "done").count();
+    match (done, live.len()) {
+        (0, _) => FulfillmentStatus::Unfulfilled,
+        (done, all) if done == all => FulfillmentStatus::Fulfilled,
+        _ => FulfillmentStatus::PartiallyFulfilled,
+    }
+}
+
+/// Odoo's `sale.order.delivery_status` (16+) in the model's terms.
+pub fn delivery_status(status: &str) -> FulfillmentStatus {
+    match status {
+        "full" => FulfillmentStatus::Fulfilled,
+        "partial" | "started" => FulfillmentStatus::PartiallyFulfilled,
+        _ => FulfillmentStatus::Unfulfilled,
     }
 }
 
@@ -235,7 +242,7 @@ mod tests {
         assert_eq!(many2one_id(Some(&json!([7, "WH"]))), Some(7));
         assert_eq!(many2one_name(Some(&json!([7, "WH"]))).as_deref(), Some("WH"));
         assert_eq!(decimal(Some(&json!(19.99))).to_string(), "19.99");
-        assert_eq!(decimal(Some(&json!(0.1 + 0.2))).round_dp(6).to_string(), "0.3");
+        assert_eq!(decimal(Some(&json!(0.1 + 0.2))).round_dp(6).normalize().to_string(), "0.3");
         assert_eq!(category_path("All / Apparel"), "All/Apparel");
     }
 
@@ -247,8 +254,10 @@ mod tests {
         assert_eq!(order_state("sale", false, true), OrderState::Completed);
         assert_eq!(order_state("cancel", false, false), OrderState::Cancelled);
         assert_eq!(order_state("draft", false, false), OrderState::Open);
-        let one = Decimal::ONE;
-        assert_eq!(fulfillment(&[(one, one), (one, Decimal::ZERO)]), FulfillmentStatus::PartiallyFulfilled);
-        assert_eq!(fulfillment(&[(one, one)]), FulfillmentStatus::Fulfilled);
+        let states = |list: &[&str]| list.iter().map(|state| state.to_string()).collect::<Vec<_>>();
+        assert_eq!(fulfillment(&states(&["done", "assigned"])), FulfillmentStatus::PartiallyFulfilled);
+        assert_eq!(fulfillment(&states(&["done", "cancel"])), FulfillmentStatus::Fulfilled);
+        assert_eq!(fulfillment(&states(&[])), FulfillmentStatus::Unfulfilled);
+        assert_eq!(delivery_status("full"), FulfillmentStatus::Fulfilled);
     }
 }

@@ -419,7 +419,31 @@ impl OdooConnector {
                 )
                 .await?;
             let watermark = newest.first().and_then(|row| text(row.get("write_date")));
-            cursor.streams.insert("variants".into(), StreamCursor { watermark, ..Default::default() });
+            let mut seen = Vec::new();
+            if let Some(second) = watermark.as_deref().and_then(|at| parse_datetime(&json!(at))) {
+                let rows = self
+                    .search_read(
+                        "product.product",
+                        json!([
+                            ["write_date", ">=", format_datetime(second)],
+                            ["write_date", "<", format_datetime(second + chrono::Duration::seconds(1))]
+                        ]),
+                        &["id".into()],
+                        SearchOptions {
+                            limit: Some(MAX_SEEN),
+                            order: Some("id asc"),
+                            include_archived: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                seen = rows.iter().map(row_id).collect();
+            }
+            let after_id = (seen.len() >= MAX_SEEN).then(|| seen.iter().copied().max().unwrap_or_default());
+            if after_id.is_some() {
+                seen.clear();
+            }
+            cursor.streams.insert("variants".into(), StreamCursor { watermark, seen, after_id });
         }
 
         let templates_cursor = self.stream_cursor(&cursor, "templates");
@@ -803,8 +827,10 @@ impl OdooConnector {
         let order_fields = self.fields("sale.order").await?;
         let mut read: Vec<String> =
             ["name", "client_order_ref", "state", "invoice_status"].iter().map(|n| n.to_string()).collect();
-        if order_fields.has("locked") {
-            read.push("locked".into());
+        for optional in ["locked", "delivery_status"] {
+            if order_fields.has(optional) {
+                read.push(optional.into());
+            }
         }
         let stream = self.stream_cursor(&cursor, "orders");
         let domain = [json!(["client_order_ref", "!=", false])];
@@ -813,29 +839,33 @@ impl OdooConnector {
         if changed.rows.is_empty() {
             return Ok((Vec::new(), cursor, changed.exhausted));
         }
-        let order_ids: Vec<i64> = changed.rows.iter().map(row_id).collect();
-        let line_fields = self.fields("sale.order.line").await?;
-        let mut line_domain = vec![json!(["order_id", "in", order_ids])];
-        if line_fields.has("display_type") {
-            line_domain.push(json!(["display_type", "=", false]));
-        }
-        let lines = self
-            .search_read(
-                "sale.order.line",
-                Value::Array(line_domain),
-                &["order_id".into(), "product_uom_qty".into(), "qty_delivered".into()],
+        // Fulfilment: Odoo 16+ says it in `delivery_status`; before, the order's transfers do.
+        let pickings = if order_fields.has("delivery_status") || !order_fields.has("picking_ids") {
+            Vec::new()
+        } else {
+            let order_ids: Vec<i64> = changed.rows.iter().map(row_id).collect();
+            self.search_read(
+                "stock.picking",
+                json!([["sale_id", "in", order_ids]]),
+                &["sale_id".into(), "state".into()],
                 SearchOptions::default(),
             )
-            .await?;
+            .await?
+        };
         let mut records = Vec::new();
         for order in &changed.rows {
             let id = row_id(order);
-            let quantities: Vec<(Decimal, Decimal)> = lines
-                .iter()
-                .filter(|line| many2one_id(line.get("order_id")) == Some(id))
-                .map(|line| (decimal(line.get("product_uom_qty")), decimal(line.get("qty_delivered"))))
-                .collect();
-            let fulfillment = map::fulfillment(&quantities);
+            let fulfillment = match text(order.get("delivery_status")) {
+                Some(status) => map::delivery_status(&status),
+                None => {
+                    let states: Vec<String> = pickings
+                        .iter()
+                        .filter(|picking| many2one_id(picking.get("sale_id")) == Some(id))
+                        .filter_map(|picking| text(picking.get("state")))
+                        .collect();
+                    map::fulfillment(&states)
+                }
+            };
             let state = text(order.get("state")).unwrap_or_default();
             let locked = order.get("locked").and_then(Value::as_bool).unwrap_or(false);
             let mut extra = erpsync_model::Extra::new();
