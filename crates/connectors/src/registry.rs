@@ -3,7 +3,9 @@
 //! Every match has one arm per connector, on its own line, so that adding a connector touches
 //! each match in one place.
 
-use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, shopify, sql, tryton};
+use crate::{
+    ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, odoo, shopify, sql, tryton,
+};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub enum SystemConfig {
     Sql(sql::SqlConfig),
     Shopify(shopify::ShopifyConfig),
     Tryton(tryton::TrytonConfig),
+    Odoo(odoo::OdooConfig),
 }
 
 impl SystemConfig {
@@ -30,6 +33,7 @@ impl SystemConfig {
             SystemConfig::Http(_) => "http",
             SystemConfig::Shopify(_) => "shopify",
             SystemConfig::Tryton(_) => "tryton",
+            SystemConfig::Odoo(_) => "odoo",
         }
     }
 
@@ -42,6 +46,7 @@ impl SystemConfig {
             SystemConfig::Http(config) => config.validate(),
             SystemConfig::Shopify(config) => config.validate(),
             SystemConfig::Tryton(config) => config.validate(),
+            SystemConfig::Odoo(config) => config.validate(),
         }
     }
 
@@ -54,6 +59,7 @@ impl SystemConfig {
             SystemConfig::Http(_) => {}
             SystemConfig::Shopify(_) => {}
             SystemConfig::Tryton(_) => {}
+            SystemConfig::Odoo(_) => {}
         }
     }
 
@@ -64,6 +70,7 @@ impl SystemConfig {
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
             SystemConfig::Shopify(config) => Ok(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)),
             SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
+            SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
         }
     }
 
@@ -77,6 +84,7 @@ impl SystemConfig {
             SystemConfig::Files(_) => Ok(None),
             SystemConfig::Sql(_) => Ok(None),
             SystemConfig::Tryton(_) => Ok(None),
+            SystemConfig::Odoo(_) => Ok(None),
         }
     }
 
@@ -90,6 +98,7 @@ impl SystemConfig {
             SystemConfig::Sql(_) => Ok(None),
             SystemConfig::Http(_) => Ok(None),
             SystemConfig::Tryton(_) => Ok(None),
+            SystemConfig::Odoo(_) => Ok(None),
         }
     }
 
@@ -100,6 +109,7 @@ impl SystemConfig {
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
             SystemConfig::Shopify(config) => Ok(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)),
             SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
+            SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -169,6 +179,24 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 EntityKind::OrderStatus,
                 EntityKind::Shipment,
                 EntityKind::Document,
+            ],
+            read: true,
+            write: true,
+            webhooks: false,
+        },
+        ConnectorInfo {
+            name: "odoo",
+            description: "Odoo ERP over JSON-2 (Odoo 19+) or JSON-RPC: reads products, prices, stock, shipments, order status, invoices; writes customers, orders, refunds, cancellations",
+            entities: vec![
+                EntityKind::Product,
+                EntityKind::PriceList,
+                EntityKind::StockLevel,
+                EntityKind::Customer,
+                EntityKind::Order,
+                EntityKind::OrderStatus,
+                EntityKind::Shipment,
+                EntityKind::Document,
+                EntityKind::Refund,
             ],
             read: true,
             write: true,
