@@ -36,6 +36,7 @@ database = "odoo"
 protocol = "json2"
 api_key = {{ file = "secrets/odoo-api-key" }}
 confirm_orders = true
+shipping_product = "SHIPPING"
 warehouses = {{ "Warehouse" = "WH", "Store 1" = "WH2", "Store 2" = "WH3" }}
 
 [systems.shopify]
@@ -118,6 +119,23 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     let shop_sim = shopify::ShopifySim::start(shop_config).await.context("starting the Shopify simulator")?;
     println!("  Shopify  {}  (an empty catalog, 3 locations, 25 customers)", shop_sim.base_url());
 
+    // What an Odoo set up for this shop has: a service product for shipping lines, and the
+    // shop's VAT (20 %, included in its prices).
+    let setup = [
+        ("product.product", serde_json::json!({ "name": "Shipping", "default_code": "SHIPPING", "type": "service", "list_price": 0 })),
+        ("account.tax", serde_json::json!({ "name": "VAT 20% (incl.)", "amount": 20, "amount_type": "percent", "type_tax_use": "sale", "price_include": true })),
+    ];
+    for (model, values) in setup {
+        let created = reqwest::Client::new()
+            .post(format!("{}/json/2/{model}/create", odoo_sim.base_url()))
+            .bearer_auth(&api_key)
+            .header("X-Odoo-Database", "odoo")
+            .json(&serde_json::json!({ "vals_list": [values] }))
+            .send()
+            .await
+            .with_context(|| format!("creating a {model} in the Odoo simulator"))?;
+        anyhow::ensure!(created.status().is_success(), "creating a {model} in Odoo: {}", created.status());
+    }
     std::fs::write(dir.join("secrets/odoo-api-key"), &api_key)?;
     std::fs::write(dir.join("secrets/shopify-token"), shop_sim.access_token())?;
     std::fs::write(dir.join("secrets/shopify-webhook-secret"), &webhook_secret)?;
@@ -132,6 +150,15 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     let store = erpsync_store::open(&store_url).await.context("opening the store")?;
     let engine = Arc::new(Engine::new(Arc::new(config), store));
 
+    // The catalog first, so that stock and the first orders find their products in the shop.
+    let first = Instant::now();
+    let first_run = erpsync_engine::RunOptions { full: false, dry_run: false, trigger: "manual".into() };
+    let summary = engine.sync("products", &first_run, &Shutdown::never(), &|_| {}).await?;
+    println!(
+        "  catalog   {} products (with their variants) created in the shop in {:.1}s",
+        summary.counts.created,
+        first.elapsed().as_secs_f64()
+    );
     let socket = erpsync_server::listen(&engine).await.with_context(|| format!("listening on {listen}"))?;
     let (trigger, stop) = shutdown::channel();
     let http = tokio::spawn(erpsync_server::serve(socket, engine.clone(), stop.clone()));

@@ -206,6 +206,8 @@ enum FailuresCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    // One TLS provider for the whole process (reqwest is built without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -55,11 +55,20 @@ impl SystemConfig {
     pub fn resolve_paths(&mut self, base_dir: &std::path::Path) {
         match self {
             SystemConfig::Files(config) => config.resolve_paths(base_dir),
-            SystemConfig::Sql(config) => config.resolve_paths(base_dir),
-            SystemConfig::Http(_) => {}
-            SystemConfig::Shopify(_) => {}
-            SystemConfig::Tryton(_) => {}
-            SystemConfig::Odoo(_) => {}
+            SystemConfig::Sql(config) => config.url.resolve_path(base_dir),
+            SystemConfig::Http(config) => config.resolve_paths(base_dir),
+            SystemConfig::Shopify(config) => {
+                config.access_token.resolve_path(base_dir);
+                if let Some(secret) = &mut config.webhook_secret {
+                    secret.resolve_path(base_dir);
+                }
+            }
+            SystemConfig::Tryton(config) => config.password.resolve_path(base_dir),
+            SystemConfig::Odoo(config) => {
+                for secret in [&mut config.api_key, &mut config.password].into_iter().flatten() {
+                    secret.resolve_path(base_dir);
+                }
+            }
         }
     }
 

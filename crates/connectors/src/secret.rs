@@ -14,6 +14,18 @@ pub enum SecretRef {
     File(PathBuf),
 }
 
+impl SecretRef {
+    /// A relative `{ file = ... }` path is relative to the configuration file's folder (as every
+    /// path in the configuration): makes it so. Call once after loading.
+    pub fn resolve_path(&mut self, base_dir: &std::path::Path) {
+        if let SecretRef::File(path) = self
+            && path.is_relative()
+        {
+            *path = base_dir.join(&*path);
+        }
+    }
+}
+
 impl fmt::Debug for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

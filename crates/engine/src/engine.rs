@@ -310,9 +310,19 @@ impl Engine {
             .get("ids")
             .and_then(|ids| ids.as_array())
             .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_string)).collect());
-        let result = match &ids {
-            Some(ids) => flow::run_records(ctx, ids, &run_options, &stop).await,
-            None => flow::run_flow(ctx, &run_options, &stop, progress).await,
+        // A job taking up dead letters that waited for something (another record, an outage).
+        let letters: Option<Vec<DeadLetterId>> = job
+            .payload
+            .get("dead_letters")
+            .and_then(|ids| ids.as_array())
+            .map(|ids| ids.iter().filter_map(|id| id.as_i64()).collect());
+        let result = match (&ids, &letters) {
+            (Some(ids), _) => flow::run_records(ctx, ids, &run_options, &stop).await,
+            (None, Some(letters)) => {
+                let records = self.take_up_letters(letters).await?;
+                flow::run_given(ctx, records, &run_options, &stop).await
+            }
+            (None, None) => flow::run_flow(ctx, &run_options, &stop, progress).await,
         };
         heartbeat.abort();
         let worker = &self.worker.0;
@@ -358,6 +368,7 @@ impl Engine {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut tick = shutdown.clone();
         let mut last_reclaim = Utc::now() - chrono::Duration::seconds(60);
+        let mut last_redrive = Utc::now();
         while !shutdown.is_requested() {
             let now = Utc::now();
             if now - last_reclaim > chrono::Duration::seconds(10) {
@@ -365,6 +376,10 @@ impl Engine {
                 last_reclaim = now;
             }
             self.process_inbox().await?;
+            if now - last_redrive > chrono::Duration::seconds(15) {
+                self.redrive_waiting().await?;
+                last_redrive = now;
+            }
             for due in schedule.iter_mut().filter(|due| due.at <= now) {
                 let kind = format!("{RUN_FLOW_KIND}{}", due.flow);
                 self.store
@@ -456,6 +471,71 @@ impl Engine {
             self.store.put_schedule(&due.key, &due.trigger.spec(), due.at).await?;
         }
         Ok(schedule)
+    }
+
+    /// Dead letters that failed because something was missing or down (a product not synced
+    /// yet, an outage, a conflict) are tried again on their own, with a backoff per letter
+    /// (30 s doubling to an hour) and up to `AUTO_RETRY_ATTEMPTS` attempts; each flow's are
+    /// taken up by one job of that flow, so they never run beside its other runs. Letters whose
+    /// data is wrong wait for a person.
+    pub async fn redrive_waiting(&self) -> Result<usize, EngineError> {
+        let filter = DeadLetterFilter { flow: None, status: Some(DeadLetterStatus::Open), limit: 2000 };
+        let now = Utc::now();
+        let mut by_flow: BTreeMap<String, Vec<DeadLetterId>> = BTreeMap::new();
+        for letter in self.store.list_dead_letters(&filter).await? {
+            if !WAITING_KINDS.contains(&letter.error_kind.as_str()) || letter.attempts >= AUTO_RETRY_ATTEMPTS {
+                continue;
+            }
+            let exponent = u32::try_from(letter.attempts.clamp(1, 8) - 1).unwrap_or(0);
+            let backoff = chrono::Duration::seconds((30i64 << exponent).min(3600));
+            if letter.updated_at + backoff > now || !self.config.flows.get(&letter.flow).is_some_and(|f| f.enabled) {
+                continue;
+            }
+            by_flow.entry(letter.flow.clone()).or_default().push(letter.id);
+        }
+        let mut queued = 0;
+        for (flow, ids) in by_flow {
+            let kind = format!("{RUN_FLOW_KIND}{flow}");
+            let enqueued = self
+                .store
+                .enqueue_job(&NewJob {
+                    kind: kind.clone(),
+                    dedupe_key: Some(kind),
+                    payload: serde_json::json!({ "flow": flow, "trigger": "retry", "dead_letters": ids }),
+                    run_at: now,
+                    max_attempts: RUN_FLOW_MAX_ATTEMPTS,
+                })
+                .await?;
+            if enqueued.is_some() {
+                queued += ids.len();
+            }
+        }
+        Ok(queued)
+    }
+
+    /// The records of dead letters, marked as being retried; letters whose payload is not a
+    /// record (the raw input that could not be read) are left for a person.
+    async fn take_up_letters(&self, ids: &[DeadLetterId]) -> Result<Vec<SourceRecord>, EngineError> {
+        let mut records = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(letter) = self.store.dead_letter(id).await? else { continue };
+            if letter.status != DeadLetterStatus::Open {
+                continue;
+            }
+            let Some(record) =
+                serde_json::to_vec(&letter.payload).ok().and_then(|bytes| envelope::from_slice(&bytes).ok())
+            else {
+                continue;
+            };
+            self.store.set_dead_letter_status(id, DeadLetterStatus::Retrying, "retried automatically").await?;
+            records.push(SourceRecord {
+                source_id: letter.source_id,
+                origin: letter.origin,
+                origin_group: None,
+                content: Ok(record),
+            });
+        }
+        Ok(records)
     }
 
     /// Turns stored webhook deliveries into runs of the flows that read from their system.
@@ -710,6 +790,13 @@ fn describe_trigger(trigger: &Trigger) -> String {
         Trigger::Cron { text, zone, .. } => format!("cron {text} ({zone})"),
     }
 }
+
+/// Error kinds of records that wait for something rather than being wrong.
+const WAITING_KINDS: &[&str] = &["not_found", "rate_limited", "unavailable", "timeout", "conflict", "io"];
+
+/// Automatic attempts before a waiting dead letter is left for a person (about a day with the
+/// backoff).
+const AUTO_RETRY_ATTEMPTS: i64 = 30;
 
 /// One trigger of a flow in the scheduler's loop.
 struct DueTrigger {

@@ -66,7 +66,7 @@ pub async fn run_flow(
     shutdown: &Shutdown,
     progress: ProgressFn<'_>,
 ) -> Result<RunSummary, EngineError> {
-    run(ctx, options, None, shutdown, progress).await
+    run(ctx, options, Input::Pages, shutdown, progress).await
 }
 
 /// Runs a flow over the named source records only, read by id in their current state (the
@@ -78,13 +78,33 @@ pub async fn run_records(
     options: &RunOptions,
     shutdown: &Shutdown,
 ) -> Result<RunSummary, EngineError> {
-    run(ctx, options, Some(ids), shutdown, &|_| {}).await
+    run(ctx, options, Input::Ids(ids), shutdown, &|_| {}).await
+}
+
+/// Runs a flow over records already in hand (dead letters taken up again), in pages; the
+/// checkpoint does not move.
+pub async fn run_given(
+    ctx: &FlowContext,
+    records: Vec<SourceRecord>,
+    options: &RunOptions,
+    shutdown: &Shutdown,
+) -> Result<RunSummary, EngineError> {
+    run(ctx, options, Input::Records(records), shutdown, &|_| {}).await
+}
+
+/// What a run processes.
+enum Input<'a> {
+    /// Pages from the checkpoint (or the start, for a full run).
+    Pages,
+    /// These source ids, fetched in their current state.
+    Ids(&'a [String]),
+    Records(Vec<SourceRecord>),
 }
 
 async fn run(
     ctx: &FlowContext,
     options: &RunOptions,
-    ids: Option<&[String]>,
+    input: Input<'_>,
     shutdown: &Shutdown,
     progress: ProgressFn<'_>,
 ) -> Result<RunSummary, EngineError> {
@@ -102,9 +122,10 @@ async fn run(
         .await?;
     tracing::info!(flow = %flow.name, run_id, full = options.full, dry_run = options.dry_run, "Run started.");
 
-    let result = match ids {
-        None => run_pages(ctx, run_id, options, shutdown, progress).await,
-        Some(ids) => run_ids(ctx, run_id, ids, options, shutdown).await,
+    let result = match input {
+        Input::Pages => run_pages(ctx, run_id, options, shutdown, progress).await,
+        Input::Ids(ids) => run_ids(ctx, run_id, ids, options, shutdown).await,
+        Input::Records(records) => run_in_pages(ctx, run_id, records, options, shutdown).await,
     };
     let (status, counts, pages, error) = match result {
         Ok((counts, pages, interrupted)) => {
@@ -267,6 +288,32 @@ async fn run_ids(
         }
         let records: Vec<SourceRecord> = fetched.into_iter().flatten().collect();
         match process_page(ctx, run_id, records, None, options.dry_run, shutdown).await {
+            Ok(page_counts) => {
+                add_counts(&mut counts, &page_counts);
+                pages += 1;
+            }
+            Err(error) => return Err((error, counts, pages)),
+        }
+    }
+    Ok((counts, pages, false))
+}
+
+async fn run_in_pages(
+    ctx: &FlowContext,
+    run_id: RunId,
+    mut records: Vec<SourceRecord>,
+    options: &RunOptions,
+    shutdown: &Shutdown,
+) -> PagesResult {
+    let mut counts = RunCounts::default();
+    let mut pages = 0u64;
+    while !records.is_empty() {
+        if shutdown.is_requested() {
+            return Ok((counts, pages, true));
+        }
+        let rest = records.split_off(records.len().min(ctx.flow.page_size.max(1)));
+        let page = std::mem::replace(&mut records, rest);
+        match process_page(ctx, run_id, page, None, options.dry_run, shutdown).await {
             Ok(page_counts) => {
                 add_counts(&mut counts, &page_counts);
                 pages += 1;

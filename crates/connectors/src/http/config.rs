@@ -383,6 +383,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl HttpConfig {
+    /// Secret files relative to the configuration's folder.
+    pub fn resolve_paths(&mut self, base_dir: &std::path::Path) {
+        match &mut self.auth {
+            Some(AuthConfig::ApiKey { key: secret, .. })
+            | Some(AuthConfig::Basic { password: secret, .. })
+            | Some(AuthConfig::Bearer { token: secret })
+            | Some(AuthConfig::Oauth2 { client_secret: secret, .. })
+            | Some(AuthConfig::Hmac { secret, .. }) => secret.resolve_path(base_dir),
+            None => {}
+        }
+        if let Some(webhook) = &mut self.webhook {
+            webhook.secret.resolve_path(base_dir);
+        }
+    }
+
     /// Every problem, each with its field path. Pure: no network, no secrets.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
