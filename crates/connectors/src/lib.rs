@@ -11,6 +11,7 @@ pub mod registry;
 pub mod secret;
 pub mod sql;
 pub mod traits;
+pub mod woocommerce;
 
 pub use error::{ConnectorError, ErrorKind, Fault};
 pub use registry::{ConnectorInfo, SystemConfig, catalog};

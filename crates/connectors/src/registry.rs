@@ -1,6 +1,6 @@
 //! The closed list of connectors: one `SystemConfig` variant per connector, and `catalog()`.
 
-use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, sql};
+use crate::{ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, sql, woocommerce};
 use erpsync_model::EntityKind;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ pub enum SystemConfig {
     Files(files::FilesConfig),
     Http(http::HttpConfig),
     Sql(sql::SqlConfig),
+    Woocommerce(woocommerce::WooConfig),
 }
 
 impl SystemConfig {
@@ -23,6 +24,7 @@ impl SystemConfig {
             SystemConfig::Files(_) => "files",
             SystemConfig::Sql(_) => "sql",
             SystemConfig::Http(_) => "http",
+            SystemConfig::Woocommerce(_) => "woocommerce",
         }
     }
 
@@ -33,6 +35,7 @@ impl SystemConfig {
             SystemConfig::Files(config) => config.validate(),
             SystemConfig::Sql(config) => config.validate(),
             SystemConfig::Http(config) => config.validate(),
+            SystemConfig::Woocommerce(config) => config.validate(),
         }
     }
 
@@ -42,7 +45,7 @@ impl SystemConfig {
         match self {
             SystemConfig::Files(config) => config.resolve_paths(base_dir),
             SystemConfig::Sql(config) => config.resolve_paths(base_dir),
-            SystemConfig::Http(_) => {}
+            SystemConfig::Http(_) | SystemConfig::Woocommerce(_) => {}
         }
     }
 
@@ -51,6 +54,7 @@ impl SystemConfig {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
+            SystemConfig::Woocommerce(config) => Ok(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)),
         }
     }
 
@@ -58,13 +62,19 @@ impl SystemConfig {
     pub fn build_webhook_receiver(&self, system: &str) -> Result<Option<Arc<dyn WebhookReceiver>>, ConnectorError> {
         match self {
             SystemConfig::Http(config) => Ok(Some(Arc::new(http::HttpConnector::new(system, config.clone())?))),
+            SystemConfig::Woocommerce(config) => {
+                Ok(Some(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)))
+            }
             SystemConfig::Files(_) | SystemConfig::Sql(_) => Ok(None),
         }
     }
 
     /// The system's subscription management, when its API has one.
-    pub fn build_subscriptions(&self, _system: &str) -> Result<Option<Arc<dyn WebhookSubscriptions>>, ConnectorError> {
+    pub fn build_subscriptions(&self, system: &str) -> Result<Option<Arc<dyn WebhookSubscriptions>>, ConnectorError> {
         match self {
+            SystemConfig::Woocommerce(config) => {
+                Ok(Some(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)))
+            }
             SystemConfig::Files(_) | SystemConfig::Sql(_) | SystemConfig::Http(_) => Ok(None),
         }
     }
@@ -74,6 +84,7 @@ impl SystemConfig {
             SystemConfig::Files(config) => Ok(Arc::new(files::FilesConnector::new(system, config.clone())?)),
             SystemConfig::Sql(config) => Ok(Arc::new(sql::SqlConnector::new(system, config.clone())?)),
             SystemConfig::Http(config) => Ok(Arc::new(http::HttpConnector::new(system, config.clone())?)),
+            SystemConfig::Woocommerce(config) => Ok(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -111,6 +122,22 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             name: "http",
             description: "any JSON REST API, configured: auth, pagination, incremental filter, batches, JSONata conversions",
             entities: EntityKind::ALL.to_vec(),
+            read: true,
+            write: true,
+            webhooks: true,
+        },
+        ConnectorInfo {
+            name: "woocommerce",
+            description: "WooCommerce REST API v3: products with variations, stock, customers, orders, refunds, order status and shipments, batches, signed webhooks",
+            entities: vec![
+                EntityKind::Product,
+                EntityKind::StockLevel,
+                EntityKind::Customer,
+                EntityKind::Order,
+                EntityKind::OrderStatus,
+                EntityKind::Shipment,
+                EntityKind::Refund,
+            ],
             read: true,
             write: true,
             webhooks: true,

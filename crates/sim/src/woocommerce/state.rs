@@ -50,7 +50,7 @@ pub struct WooError {
     pub code: String,
     pub message: String,
     /// `data.params` of `rest_invalid_param`: parameter name to what is wrong.
-    pub params: Option<Map<String, Json>>,
+    pub params: Option<Box<Map<String, Json>>>,
 }
 
 impl WooError {
@@ -63,7 +63,7 @@ impl WooError {
         let names: Vec<&str> = params.iter().map(|(name, _)| name.as_str()).collect();
         let message = format!("Invalid parameter(s): {}", names.join(", "));
         let params = params.into_iter().map(|(name, text)| (name, Json::String(text))).collect();
-        Self { status: 400, code: "rest_invalid_param".into(), message, params: Some(params) }
+        Self { status: 400, code: "rest_invalid_param".into(), message, params: Some(Box::new(params)) }
     }
 
     pub fn invalid_param(name: &str, message: impl Into<String>) -> Self {
@@ -73,7 +73,7 @@ impl WooError {
     pub fn to_json(&self) -> Json {
         let mut data = json!({"status": self.status});
         if let Some(params) = &self.params {
-            data["params"] = Json::Object(params.clone());
+            data["params"] = Json::Object((**params).clone());
         }
         json!({"code": self.code, "message": self.message, "data": data})
     }
@@ -865,7 +865,7 @@ impl Store {
                 status: 400,
                 code: "rest_missing_callback_param".into(),
                 message: "Missing parameter(s): email".into(),
-                params: Some([("email".to_string(), Json::String("email".into()))].into_iter().collect()),
+                params: Some(Box::new([("email".to_string(), Json::String("email".into()))].into_iter().collect())),
             });
         }
         let mut customer = Customer {
