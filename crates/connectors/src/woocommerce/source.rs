@@ -6,8 +6,8 @@
 //! that position dropped on our side. Positions are values, not page numbers, so a record
 //! changed during a long scan cannot shift another one out of the pages still to read. A run
 //! starts `overlap` before the stored watermark, so changes committed late are read again (and
-//! skipped by hash). When more records than a page share one second, the same position is
-//! paged with `page=2, 3, ...` until the second is passed.
+//! skipped by hash). When more records than a page share one second, the query for that
+//! second is paged with `page=2, 3, ...` until the second is passed.
 //!
 //! Customers have no "modified since" filter in the REST API: every run reads them all, by id.
 //! Refunds are read through the orders changed since the watermark (a refund updates its
@@ -109,7 +109,11 @@ impl WooConnector {
             (None, true) => Some(RunCursor { page: run.page + 1, newest, ..run.clone() }),
             (Some(last), true) => {
                 let (modified, id) = position(last);
-                Some(RunCursor { after: modified.or(run.after), after_id: id, page: 1, newest, ..run.clone() })
+                let after = modified.or(run.after);
+                // Still in the same second: the query is unchanged, so go on to its next page
+                // instead of walking its first pages again.
+                let page = if run.after.is_some() && after == run.after { run.page + 1 } else { 1 };
+                Some(RunCursor { after, after_id: id, page, newest, ..run.clone() })
             }
         };
         let done = next.is_none();
