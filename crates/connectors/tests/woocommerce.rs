@@ -642,6 +642,17 @@ async fn outages_and_cut_bodies_are_retryable_and_bad_keys_are_not() {
     assert!(basic.validate().iter().any(|(field, _)| field == "auth"));
 }
 
+#[tokio::test]
+async fn a_request_that_hangs_is_a_retryable_timeout() {
+    let h = harness_with(sim_config(None), "timeout = \"1s\"\n").await;
+    h.sim.set_faults(Faults { timeouts: 1, ..Faults::default() });
+    let checkpoint = Checkpoint::default();
+    let request = ReadRequest { entity: EntityKind::Order, checkpoint: &checkpoint, page_size: 10 };
+    let error = h.connector.read_page(&request).await.unwrap_err();
+    assert_eq!((error.kind, error.retryable), (ErrorKind::Timeout, true), "{error}");
+    assert!(h.connector.read_page(&request).await.is_ok());
+}
+
 type Recorded = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
 
 async fn receiver() -> (String, Recorded) {
@@ -702,6 +713,10 @@ async fn webhooks_are_subscribed_and_verified() {
         assert_eq!(verified.topic.as_deref(), Some("product.created"));
         ids.push(verified.delivery_id);
     }
+    // WooCommerce derives its delivery id from the webhook id and the second: the two products'
+    // deliveries carry the same header, yet stay two deliveries for erpsync.
+    let header = |n: usize| deliveries[n].0.iter().find(|(k, _)| k == "x-wc-webhook-delivery-id").unwrap().1.clone();
+    assert!((0..3).all(|n| header(n) == header(0)), "one webhook, one second, one WooCommerce delivery id");
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 2, "the duplicate shares its id, the other product does not");

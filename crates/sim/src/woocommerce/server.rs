@@ -1180,6 +1180,11 @@ impl Ctx<'_> {
 
     /// `{create, update, delete}` answered by arrays in the same order; an item that fails
     /// carries `{id, error: {code, message, data}}` while the response stays 200.
+    ///
+    /// One known difference: WooCommerce runs batch items through `create_item`/`update_item`
+    /// without the schema's type checks, so a price sent as a number is coerced there; the
+    /// simulator checks types in batches too (a `rest_invalid_param` item error), which is
+    /// stricter than the shop and keeps a connector honest about sending strings.
     fn batch(&self, kind: Kind, parent: u64, body: &Map<String, Json>) -> Result<Reply, WooError> {
         if kind == Kind::Variation {
             let store = self.shared.lock_store();
