@@ -298,6 +298,26 @@ async fn writes_products_in_batches_links_by_sku_and_syncs_variations() {
     });
     skus.sort();
     assert_eq!(skus, ["TEE-M", "TEE-S", "TEE-XL"]);
+    // Images go with the creation only: an update does not make WooCommerce download them again.
+    let mut pictured = simple("PIC-1", "Pictured", 700);
+    pictured.images =
+        vec![erpsync_model::Image { url: "https://images.example.com/pic.jpg".into(), ..Default::default() }];
+    let outcomes = h
+        .connector
+        .write_batch(&batch(EntityKind::Product, vec![(None, Record::Product(pictured.clone()))]))
+        .await
+        .unwrap();
+    let pic_id: u64 = target(&outcomes[0]).parse().unwrap();
+    let image_id = || h.sim.with_store(|s| s.products[&pic_id].images.iter().map(|i| i.id).collect::<Vec<_>>());
+    let before = image_id();
+    assert_eq!(before.len(), 1);
+    pictured.title = "Pictured, renamed".into();
+    h.connector
+        .write_batch(&batch(EntityKind::Product, vec![(Some(pic_id.to_string()), Record::Product(pictured))]))
+        .await
+        .unwrap();
+    assert_eq!(image_id(), before);
+    assert_eq!(h.sim.with_store(|s| s.products[&pic_id].name.clone()), "Pictured, renamed");
     // 150 simple products: two batch requests of at most 100.
     let counters_before = h.sim.counters().batch_requests;
     let many: Vec<(Option<String>, Record)> =

@@ -271,7 +271,8 @@ pub fn is_simple(product: &Product) -> bool {
 }
 
 /// The product's body for `/products` (without `id`), and for a variable product the
-/// variations' bodies by SKU (without `id`). Stock quantities are not written here.
+/// variations' bodies by SKU (without `id`). Stock quantities are not written here, nor tags
+/// and categories (WooCommerce takes them by term id only and ignores names).
 pub fn product_to_woo(product: &Product, shop: &ShopSettings) -> Result<(Value, Vec<(String, Value)>), String> {
     let status = match product.status {
         ProductStatus::Active => "publish",
@@ -301,7 +302,6 @@ pub fn product_to_woo(product: &Product, shop: &ShopSettings) -> Result<(Value, 
         "description": product.description.clone().unwrap_or_default(),
         "attributes": attributes,
         "images": images,
-        "tags": product.tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
         "tax_class": product.tax_class.clone().unwrap_or_default(),
     });
     if let Some(meta) = product.extra.get("meta_data").and_then(Value::as_object) {

@@ -142,6 +142,11 @@ impl WooConnector {
                 match item.target_id.as_deref().map(str::parse::<u64>) {
                     Some(Ok(id)) => {
                         body["id"] = json!(id);
+                        // WooCommerce downloads every image given by `src` into the media
+                        // library again: images are written when the product is created only.
+                        if let Some(object) = body.as_object_mut() {
+                            object.remove("images");
+                        }
                         updates.push((index, body));
                     }
                     Some(Err(_)) => {
@@ -224,6 +229,9 @@ impl WooConnector {
             match existing.get(&sku) {
                 Some(id) => {
                     body["id"] = json!(id);
+                    if let Some(object) = body.as_object_mut() {
+                        object.remove("image");
+                    }
                     operations.push((sku, VariationOp::Update(body)));
                 }
                 None => operations.push((sku, VariationOp::Create(body))),

@@ -649,9 +649,8 @@ impl Store {
                 .filter(|id| self.categories.contains_key(id))
                 .collect();
         }
-        if let Some(tags) = body.get("tags").and_then(Json::as_array) {
-            product.tags = tags.iter().filter_map(|t| t.get("name").and_then(Json::as_str).map(String::from)).collect();
-        }
+        // Tags are terms referenced by id; the simulator has no tag terms, and entries without
+        // an id are ignored as WooCommerce ignores them. Seeded tags stay as they are.
         if let Some(images) = body.get("images") {
             let Some(list) = images.as_array() else {
                 return Err(WooError::invalid_param("images", "images is not of type array."));
