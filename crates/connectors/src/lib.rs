@@ -14,6 +14,7 @@ pub mod shopify;
 pub mod sql;
 pub mod traits;
 pub mod tryton;
+pub mod woocommerce;
 
 pub use error::{ConnectorError, ErrorKind, Fault};
 pub use registry::{ConnectorInfo, SystemConfig, catalog};

@@ -5,6 +5,7 @@
 
 use crate::{
     ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, odoo, shopify, sql, tryton,
+    woocommerce,
 };
 use erpsync_model::EntityKind;
 use serde::Deserialize;
@@ -23,6 +24,7 @@ pub enum SystemConfig {
     Shopify(shopify::ShopifyConfig),
     Tryton(tryton::TrytonConfig),
     Odoo(odoo::OdooConfig),
+    Woocommerce(woocommerce::WooConfig),
 }
 
 impl SystemConfig {
@@ -34,6 +36,7 @@ impl SystemConfig {
             SystemConfig::Shopify(_) => "shopify",
             SystemConfig::Tryton(_) => "tryton",
             SystemConfig::Odoo(_) => "odoo",
+            SystemConfig::Woocommerce(_) => "woocommerce",
         }
     }
 
@@ -47,6 +50,7 @@ impl SystemConfig {
             SystemConfig::Shopify(config) => config.validate(),
             SystemConfig::Tryton(config) => config.validate(),
             SystemConfig::Odoo(config) => config.validate(),
+            SystemConfig::Woocommerce(config) => config.validate(),
         }
     }
 
@@ -69,6 +73,13 @@ impl SystemConfig {
                     secret.resolve_path(base_dir);
                 }
             }
+            SystemConfig::Woocommerce(config) => {
+                config.consumer_key.resolve_path(base_dir);
+                config.consumer_secret.resolve_path(base_dir);
+                if let Some(secret) = &mut config.webhook_secret {
+                    secret.resolve_path(base_dir);
+                }
+            }
         }
     }
 
@@ -80,6 +91,7 @@ impl SystemConfig {
             SystemConfig::Shopify(config) => Ok(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)),
             SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
             SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
+            SystemConfig::Woocommerce(config) => Ok(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)),
         }
     }
 
@@ -94,6 +106,9 @@ impl SystemConfig {
             SystemConfig::Sql(_) => Ok(None),
             SystemConfig::Tryton(_) => Ok(None),
             SystemConfig::Odoo(_) => Ok(None),
+            SystemConfig::Woocommerce(config) => {
+                Ok(Some(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)))
+            }
         }
     }
 
@@ -108,6 +123,9 @@ impl SystemConfig {
             SystemConfig::Http(_) => Ok(None),
             SystemConfig::Tryton(_) => Ok(None),
             SystemConfig::Odoo(_) => Ok(None),
+            SystemConfig::Woocommerce(config) => {
+                Ok(Some(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)))
+            }
         }
     }
 
@@ -119,6 +137,7 @@ impl SystemConfig {
             SystemConfig::Shopify(config) => Ok(Arc::new(shopify::ShopifyConnector::new(system, config.clone())?)),
             SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
             SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
+            SystemConfig::Woocommerce(config) => Ok(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -210,6 +229,22 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             read: true,
             write: true,
             webhooks: false,
+        },
+        ConnectorInfo {
+            name: "woocommerce",
+            description: "WooCommerce REST API v3: products with variations, stock, customers, orders, refunds, order status and shipments, batches, signed webhooks",
+            entities: vec![
+                EntityKind::Product,
+                EntityKind::StockLevel,
+                EntityKind::Customer,
+                EntityKind::Order,
+                EntityKind::OrderStatus,
+                EntityKind::Shipment,
+                EntityKind::Refund,
+            ],
+            read: true,
+            write: true,
+            webhooks: true,
         },
     ]
 }

@@ -7,3 +7,4 @@
 
 pub mod odoo;
 pub mod shopify;
+pub mod woocommerce;
