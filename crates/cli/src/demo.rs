@@ -52,6 +52,10 @@ source = "odoo"
 target = "shopify"
 interval = "30s"
 
+[flows.products.mapping]
+# Odoo's service product for shipping lines is not for sale in the shop.
+filter = "variants[0].sku != 'SHIPPING'"
+
 [flows.stock]
 entity = "stock_level"
 source = "odoo"
@@ -122,8 +126,14 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     // What an Odoo set up for this shop has: a service product for shipping lines, and the
     // shop's VAT (20 %, included in its prices).
     let setup = [
-        ("product.product", serde_json::json!({ "name": "Shipping", "default_code": "SHIPPING", "type": "service", "list_price": 0 })),
-        ("account.tax", serde_json::json!({ "name": "VAT 20% (incl.)", "amount": 20, "amount_type": "percent", "type_tax_use": "sale", "price_include": true })),
+        (
+            "product.product",
+            serde_json::json!({ "name": "Shipping", "default_code": "SHIPPING", "type": "service", "list_price": 0 }),
+        ),
+        (
+            "account.tax",
+            serde_json::json!({ "name": "VAT 20% (incl.)", "amount": 20, "amount_type": "percent", "type_tax_use": "sale", "price_include": true }),
+        ),
     ];
     for (model, values) in setup {
         let created = reqwest::Client::new()
@@ -186,7 +196,10 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
         let stop = stop.clone();
         tokio::spawn(async move { engine.serve(stop).await })
     };
-    let orders = tokio::spawn(order_stream(shop_sim.base_url(), options.orders_per_minute, stop.clone()));
+    // With a duration, orders stop coming a little before the end, so that the summary shows
+    // where every order went.
+    let (orders_trigger, orders_stop) = shutdown::channel();
+    let orders = tokio::spawn(order_stream(shop_sim.base_url(), options.orders_per_minute, orders_stop));
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     let started = Instant::now();
     let mut ticker = stop.clone();
@@ -199,6 +212,11 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
             wait = duration.saturating_sub(started.elapsed());
             last = true;
         }
+        if let Some(duration) = options.duration
+            && started.elapsed() + Duration::from_secs(8) >= duration
+        {
+            orders_trigger.trigger();
+        }
         let interrupted = tokio::select! {
             _ = ticker.sleep(wait) => false,
             _ = &mut ctrl_c => true,
@@ -208,6 +226,7 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
             break;
         }
     }
+    orders_trigger.trigger();
     trigger.trigger();
     let placed = orders.await.unwrap_or(0);
     scheduler.await.context("the scheduler task")??;

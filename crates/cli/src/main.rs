@@ -125,6 +125,16 @@ enum SimCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// WooCommerce REST API v3: OAuth 1.0a over plain HTTP, batches, webhooks; control API
+    /// under /_sim.
+    Woocommerce {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value_t = 100)]
+        products: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Odoo JSON-RPC, JSON-2 and XML-RPC over an in-memory database; control API under /_sim.
     Odoo {
         #[arg(long, default_value_t = 0)]

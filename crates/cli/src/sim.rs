@@ -3,7 +3,7 @@
 
 use crate::SimCommand;
 use anyhow::{Context, Result};
-use erpsync_sim::{odoo, shopify};
+use erpsync_sim::{odoo, shopify, woocommerce};
 use std::process::ExitCode;
 
 pub async fn run(which: &SimCommand) -> Result<ExitCode> {
@@ -19,6 +19,29 @@ pub async fn run(which: &SimCommand) -> Result<ExitCode> {
             println!("  GraphQL:      POST {}", running.graphql_url("2026-10"));
             println!("  access token: {}", running.access_token());
             println!("  control API:  {}/_sim/faults, /_sim/counters, /_sim/seed, /_sim/orders", running.base_url());
+            println!("press Ctrl-C to stop");
+            tokio::signal::ctrl_c().await?;
+            running.shutdown().await;
+        }
+        SimCommand::Woocommerce { port, products, seed } => {
+            let config = woocommerce::WooSimConfig {
+                port: *port,
+                seed: Some(woocommerce::SeedConfig {
+                    seed: *seed,
+                    simple_products: products / 2,
+                    variable_products: products - products / 2,
+                    ..woocommerce::SeedConfig::default()
+                }),
+                ..woocommerce::WooSimConfig::default()
+            };
+            let key = config.keys.first().cloned();
+            let running = woocommerce::WooSim::start(config).await.context("starting the WooCommerce simulator")?;
+            println!("WooCommerce simulator at {}  (plain HTTP: OAuth 1.0a one-legged)", running.base_url());
+            println!("  REST API:     {}/wp-json/wc/v3", running.base_url());
+            if let Some(key) = key {
+                println!("  consumer key: {}  secret: {}", key.consumer_key, key.consumer_secret);
+            }
+            println!("  control API:  {}/_sim/...", running.base_url());
             println!("press Ctrl-C to stop");
             tokio::signal::ctrl_c().await?;
             running.shutdown().await;

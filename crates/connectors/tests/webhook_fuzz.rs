@@ -40,6 +40,18 @@ webhook_secret = {{ file = "{secret}" }}
 "#
             ),
         ),
+        (
+            "woocommerce",
+            format!(
+                r#"type = "woocommerce"
+url = "http://127.0.0.1:9"
+consumer_key = {{ file = "{secret}" }}
+consumer_secret = {{ file = "{secret}" }}
+webhook_secret = {{ file = "{secret}" }}
+currency = "EUR"
+"#
+            ),
+        ),
     ];
     configs
         .into_iter()
