@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use erpsync_connectors::{Sink, Source, SourceRecord, WebhookReceiver};
 use erpsync_model::envelope;
 use erpsync_store::{
-    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, Job, JobState, NewAuditEntry, NewJob, NewRun,
-    RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, Job, JobState, NewAuditEntry, NewJob,
+    NewRun, RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,10 +52,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-const RUN_FLOW_KIND: &str = "run_flow:";
+pub(crate) const RUN_FLOW_KIND: &str = "run_flow:";
 /// Run jobs are not poison in the usual sense (a crash mid-run resumes from the checkpoint),
 /// so they may be attempted many times; the schedule re-enqueues them anyway.
-const RUN_FLOW_MAX_ATTEMPTS: i32 = 1000;
+pub(crate) const RUN_FLOW_MAX_ATTEMPTS: i32 = 1000;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FlowStatus {
@@ -72,6 +72,8 @@ pub struct FlowStatus {
     /// When `serve` next runs it on its schedule, and its next reconciliation pass, as stored.
     pub next_run: Option<DateTime<Utc>>,
     pub next_reconcile: Option<DateTime<Utc>>,
+    /// Set while an operator has paused the flow: no scheduled or webhook-triggered runs.
+    pub paused: Option<FlowPause>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -120,7 +122,7 @@ impl Engine {
         &self.worker
     }
 
-    fn flow_config(&self, name: &str) -> Result<&FlowConfig, EngineError> {
+    pub(crate) fn flow_config(&self, name: &str) -> Result<&FlowConfig, EngineError> {
         self.config.flows.get(name).ok_or_else(|| EngineError::UnknownFlow {
             name: name.to_string(),
             known: self.config.flows.keys().cloned().collect::<Vec<_>>().join(", "),
@@ -164,7 +166,7 @@ impl Engine {
         Ok(FlowContext { flow, store: self.store.clone(), source, sink, target_reader })
     }
 
-    fn source(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Source>, EngineError> {
+    pub(crate) fn source(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Source>, EngineError> {
         let mut sources = self.sources.lock().expect("connector cache lock is never poisoned");
         if let Some(source) = sources.get(system) {
             return Ok(source.clone());
@@ -179,7 +181,7 @@ impl Engine {
         Ok(source)
     }
 
-    fn sink(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Sink>, EngineError> {
+    pub(crate) fn sink(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Sink>, EngineError> {
         let mut sinks = self.sinks.lock().expect("connector cache lock is never poisoned");
         if let Some(sink) = sinks.get(system) {
             return Ok(sink.clone());
@@ -356,7 +358,14 @@ impl Engine {
                 last_reclaim = now;
             }
             self.process_inbox().await?;
+            // Paused flows: their due triggers pass without a run, and their queued jobs wait.
+            let paused = self.paused_flow_names().await?;
             for due in schedule.iter_mut().filter(|due| due.at <= now) {
+                if paused.contains(&due.flow) {
+                    due.at = due.trigger.next_after(now);
+                    self.store.put_schedule(&due.key, &due.trigger.spec(), due.at).await?;
+                    continue;
+                }
                 let kind = format!("{RUN_FLOW_KIND}{}", due.flow);
                 self.store
                     .enqueue_job(&NewJob {
@@ -373,7 +382,11 @@ impl Engine {
             while running.try_join_next().is_some() {}
             let free = self.config.engine.concurrency.saturating_sub(running.len());
             if free > 0 {
-                let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
+                let kind_refs: Vec<&str> = kinds
+                    .iter()
+                    .filter(|kind| !paused.contains(kind.trim_start_matches(RUN_FLOW_KIND)))
+                    .map(String::as_str)
+                    .collect();
                 let jobs =
                     self.store.claim_jobs(&self.worker.0, &kind_refs, self.config.engine.lease, free as u32).await?;
                 for job in jobs {
@@ -460,12 +473,20 @@ impl Engine {
         }
         let running: std::collections::HashSet<String> =
             self.store.list_jobs(Some(JobState::Running), 1000).await?.into_iter().map(|job| job.kind).collect();
+        let paused = self.paused_flow_names().await?;
         let mut processed = 0;
         for delivery in deliveries {
             let flows: Vec<&FlowConfig> =
                 self.config.flows.values().filter(|flow| flow.enabled && flow.source == delivery.system).collect();
             if flows.is_empty() {
                 let reason = format!("no enabled flow reads from system {:?}", delivery.system);
+                self.store.mark_inbox_processed(delivery.id, Some(&reason)).await?;
+                continue;
+            }
+            // A paused flow's next run after resuming reads the change from its checkpoint.
+            let flows: Vec<&FlowConfig> = flows.into_iter().filter(|flow| !paused.contains(&flow.name)).collect();
+            if flows.is_empty() {
+                let reason = format!("every flow reading from system {:?} is paused", delivery.system);
                 self.store.mark_inbox_processed(delivery.id, Some(&reason)).await?;
                 continue;
             }
@@ -494,6 +515,8 @@ impl Engine {
         let open: HashMap<String, i64> = self.store.count_open_dead_letters().await?.into_iter().collect();
         let schedules: HashMap<String, DateTime<Utc>> =
             self.store.schedules().await?.into_iter().map(|s| (s.name, s.next_run_at)).collect();
+        let mut paused: HashMap<String, FlowPause> =
+            self.store.paused_flows().await?.into_iter().map(|pause| (pause.flow.clone(), pause)).collect();
         let mut statuses = Vec::new();
         for flow in self.config.flows.values() {
             let runs = self.store.list_runs(Some(&flow.name), 50).await?;
@@ -513,6 +536,7 @@ impl Engine {
                 open_failures: open.get(&flow.name).copied().unwrap_or(0),
                 next_run: flow.trigger.as_ref().and(schedules.get(&flow.name).copied()),
                 next_reconcile: flow.reconcile.and(schedules.get(&format!("{}#reconcile", flow.name)).copied()),
+                paused: paused.remove(&flow.name),
             });
         }
         Ok(statuses)
