@@ -37,10 +37,8 @@ page_size = {page_size}
 
 pub fn bench(products: usize) -> Result<()> {
     let root = workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "erpsync-cli"])
-        .current_dir(&root)
-        .status()?;
+    let status =
+        Command::new(env!("CARGO")).args(["build", "--release", "-p", "erpsync-cli"]).current_dir(&root).status()?;
     if !status.success() {
         bail!("building the release binary failed");
     }

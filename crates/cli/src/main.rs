@@ -4,6 +4,7 @@ mod demo;
 mod mapping;
 mod output;
 mod sim;
+mod token;
 mod webhooks;
 
 use anyhow::{Context, Result, bail};
@@ -91,6 +92,11 @@ enum Command {
     Webhooks {
         #[command(subcommand)]
         action: WebhooksCommand,
+    },
+    /// Access tokens of the admin API (`serve`): create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        action: token::TokenCommand,
     },
     /// List the connectors this build knows.
     Connectors,
@@ -319,6 +325,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if report.records.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Failures { action } => failures(&engine, action, &actor).await,
+        Command::Token { action } => token::run(&engine, action, &actor).await,
         Command::Serve => {
             let listen = engine.config().server.listen;
             let socket = erpsync_server::listen(&engine)

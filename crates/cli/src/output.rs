@@ -93,9 +93,10 @@ pub fn print_status(statuses: &[FlowStatus], json: bool) -> Result<()> {
         "FLOW", "ENTITY", "SOURCE → TARGET", "LAST RUN", "LAG", "FAILURES"
     );
     for status in statuses {
-        let last = match &status.last_run {
-            Some(run) => run.status.as_str().to_string(),
-            None => "never".to_string(),
+        let last = match (&status.paused, &status.last_run) {
+            (Some(_), _) => "paused".to_string(),
+            (None, Some(run)) => run.status.as_str().to_string(),
+            (None, None) => "never".to_string(),
         };
         let lag = status.lag_seconds.map(human_seconds).unwrap_or_else(|| "-".into());
         println!(

@@ -53,6 +53,10 @@ pub struct ServerSettings {
     /// The address the internet reaches this server at (`https://sync.example.com`): webhook
     /// subscriptions deliver to `<public_url>/webhooks/<system>`.
     pub public_url: Option<String>,
+    /// PEM certificate chain and private key: with both, the server speaks HTTPS itself.
+    /// Relative paths are relative to the configuration file's folder.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +65,8 @@ impl Default for ServerSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8480)),
             max_body_bytes: 2 * 1024 * 1024,
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -290,7 +296,19 @@ impl Config {
                     }
                 }
                 "server" => {
-                    if let Some(parsed) = deserialize_item::<ServerSettings>(&mut problems, value, "server") {
+                    if let Some(mut parsed) = deserialize_item::<ServerSettings>(&mut problems, value, "server") {
+                        if parsed.tls_cert.is_some() != parsed.tls_key.is_some() {
+                            problems.push(
+                                offset,
+                                "server",
+                                "set both `tls_cert` and `tls_key` (PEM files) to serve HTTPS, or neither",
+                            );
+                        }
+                        for path in [&mut parsed.tls_cert, &mut parsed.tls_key].into_iter().flatten() {
+                            if path.is_relative() {
+                                *path = base_dir.join(&*path);
+                            }
+                        }
                         server = parsed;
                     }
                 }

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use erpsync_connectors::{EventRef, Sink, Source, SourceRecord, WebhookReceiver};
 use erpsync_model::envelope;
 use erpsync_store::{
-    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, InboxId, Job, JobState, NewAuditEntry, NewJob,
-    NewRun, RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, InboxId, Job, JobState, NewAuditEntry,
+    NewJob, NewRun, RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -52,10 +52,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-const RUN_FLOW_KIND: &str = "run_flow:";
+pub(crate) const RUN_FLOW_KIND: &str = "run_flow:";
 /// Run jobs are not poison in the usual sense (a crash mid-run resumes from the checkpoint),
 /// so they may be attempted many times; the schedule re-enqueues them anyway.
-const RUN_FLOW_MAX_ATTEMPTS: i32 = 1000;
+pub(crate) const RUN_FLOW_MAX_ATTEMPTS: i32 = 1000;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FlowStatus {
@@ -72,6 +72,8 @@ pub struct FlowStatus {
     /// When `serve` next runs it on its schedule, and its next reconciliation pass, as stored.
     pub next_run: Option<DateTime<Utc>>,
     pub next_reconcile: Option<DateTime<Utc>>,
+    /// Set while an operator has paused the flow: no scheduled or webhook-triggered runs.
+    pub paused: Option<FlowPause>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -120,7 +122,7 @@ impl Engine {
         &self.worker
     }
 
-    fn flow_config(&self, name: &str) -> Result<&FlowConfig, EngineError> {
+    pub(crate) fn flow_config(&self, name: &str) -> Result<&FlowConfig, EngineError> {
         self.config.flows.get(name).ok_or_else(|| EngineError::UnknownFlow {
             name: name.to_string(),
             known: self.config.flows.keys().cloned().collect::<Vec<_>>().join(", "),
@@ -164,7 +166,7 @@ impl Engine {
         Ok(FlowContext { flow, store: self.store.clone(), source, sink, target_reader })
     }
 
-    fn source(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Source>, EngineError> {
+    pub(crate) fn source(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Source>, EngineError> {
         let mut sources = self.sources.lock().expect("connector cache lock is never poisoned");
         if let Some(source) = sources.get(system) {
             return Ok(source.clone());
@@ -179,7 +181,7 @@ impl Engine {
         Ok(source)
     }
 
-    fn sink(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Sink>, EngineError> {
+    pub(crate) fn sink(&self, flow: &FlowConfig, system: &str) -> Result<Arc<dyn Sink>, EngineError> {
         let mut sinks = self.sinks.lock().expect("connector cache lock is never poisoned");
         if let Some(sink) = sinks.get(system) {
             return Ok(sink.clone());
@@ -380,7 +382,14 @@ impl Engine {
                 self.redrive_waiting().await?;
                 last_redrive = now;
             }
+            // Paused flows: their due triggers pass without a run, and their queued jobs wait.
+            let paused = self.paused_flow_names().await?;
             for due in schedule.iter_mut().filter(|due| due.at <= now) {
+                if paused.contains(&due.flow) {
+                    due.at = due.trigger.next_after(now);
+                    self.store.put_schedule(&due.key, &due.trigger.spec(), due.at).await?;
+                    continue;
+                }
                 let kind = format!("{RUN_FLOW_KIND}{}", due.flow);
                 self.store
                     .enqueue_job(&NewJob {
@@ -397,7 +406,11 @@ impl Engine {
             while running.try_join_next().is_some() {}
             let free = self.config.engine.concurrency.saturating_sub(running.len());
             if free > 0 {
-                let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
+                let kind_refs: Vec<&str> = kinds
+                    .iter()
+                    .filter(|kind| !paused.contains(kind.trim_start_matches(RUN_FLOW_KIND)))
+                    .map(String::as_str)
+                    .collect();
                 let jobs =
                     self.store.claim_jobs(&self.worker.0, &kind_refs, self.config.engine.lease, free as u32).await?;
                 for job in jobs {
@@ -481,6 +494,7 @@ impl Engine {
     pub async fn redrive_waiting(&self) -> Result<usize, EngineError> {
         let filter = DeadLetterFilter { flow: None, status: Some(DeadLetterStatus::Open), limit: 2000 };
         let now = Utc::now();
+        let paused = self.paused_flow_names().await?;
         let mut by_flow: BTreeMap<String, Vec<DeadLetterId>> = BTreeMap::new();
         for letter in self.store.list_dead_letters(&filter).await? {
             if !WAITING_KINDS.contains(&letter.error_kind.as_str()) || letter.attempts >= AUTO_RETRY_ATTEMPTS {
@@ -488,7 +502,10 @@ impl Engine {
             }
             let exponent = u32::try_from(letter.attempts.clamp(1, 8) - 1).unwrap_or(0);
             let backoff = chrono::Duration::seconds((30i64 << exponent).min(3600));
-            if letter.updated_at + backoff > now || !self.config.flows.get(&letter.flow).is_some_and(|f| f.enabled) {
+            if letter.updated_at + backoff > now
+                || paused.contains(&letter.flow)
+                || !self.config.flows.get(&letter.flow).is_some_and(|f| f.enabled)
+            {
                 continue;
             }
             by_flow.entry(letter.flow.clone()).or_default().push(letter.id);
@@ -555,6 +572,7 @@ impl Engine {
         for state in [JobState::Running, JobState::Pending] {
             busy.extend(self.store.list_jobs(Some(state), 1000).await?.into_iter().map(|job| job.kind));
         }
+        let paused = self.paused_flow_names().await?;
         let mut by_system: BTreeMap<String, Vec<erpsync_store::InboxDelivery>> = BTreeMap::new();
         for delivery in deliveries {
             by_system.entry(delivery.system.clone()).or_default().push(delivery);
@@ -565,6 +583,15 @@ impl Engine {
                 self.config.flows.values().filter(|flow| flow.enabled && flow.source == system).collect();
             if flows.is_empty() {
                 let reason = format!("no enabled flow reads from system {system:?}");
+                for delivery in &deliveries {
+                    self.store.mark_inbox_processed(delivery.id, Some(&reason)).await?;
+                }
+                continue;
+            }
+            // A paused flow's next run after resuming reads the change from its checkpoint.
+            let flows: Vec<&FlowConfig> = flows.into_iter().filter(|flow| !paused.contains(&flow.name)).collect();
+            if flows.is_empty() {
+                let reason = format!("every flow reading from system {system:?} is paused");
                 for delivery in &deliveries {
                     self.store.mark_inbox_processed(delivery.id, Some(&reason)).await?;
                 }
@@ -629,6 +656,8 @@ impl Engine {
         let open: HashMap<String, i64> = self.store.count_open_dead_letters().await?.into_iter().collect();
         let schedules: HashMap<String, DateTime<Utc>> =
             self.store.schedules().await?.into_iter().map(|s| (s.name, s.next_run_at)).collect();
+        let mut paused: HashMap<String, FlowPause> =
+            self.store.paused_flows().await?.into_iter().map(|pause| (pause.flow.clone(), pause)).collect();
         let mut statuses = Vec::new();
         for flow in self.config.flows.values() {
             let runs = self.store.list_runs(Some(&flow.name), 50).await?;
@@ -648,6 +677,7 @@ impl Engine {
                 open_failures: open.get(&flow.name).copied().unwrap_or(0),
                 next_run: flow.trigger.as_ref().and(schedules.get(&flow.name).copied()),
                 next_reconcile: flow.reconcile.and(schedules.get(&format!("{}#reconcile", flow.name)).copied()),
+                paused: paused.remove(&flow.name),
             });
         }
         Ok(statuses)

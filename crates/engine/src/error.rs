@@ -21,6 +21,10 @@ pub enum EngineError {
     DeadLetterNotFound { id: i64 },
     #[error("dead letter {id} cannot be retried: {reason}")]
     NotRetryable { id: i64, reason: String },
+    /// An operator action that the current state does not allow (a run of a paused flow, a
+    /// payload that is not a record).
+    #[error("cannot {action}: {reason}")]
+    Refused { action: String, reason: String },
     #[error("run of flow {flow:?} stopped: {reason}")]
     Stopped { flow: String, reason: String },
 }

@@ -141,6 +141,9 @@ async fn run(
         Err((error, counts, pages)) => (RunStatus::Failed, counts, pages, Some(error.to_string())),
     };
     ctx.store.finish_run(run_id, status, error.as_deref()).await?;
+    if !options.dry_run {
+        crate::metrics::run_finished(&flow.name, status, started.elapsed());
+    }
     let summary = RunSummary {
         run_id,
         flow: flow.name.clone(),
@@ -363,7 +366,9 @@ async fn read_page_with_retry(
     let request = ReadRequest { entity: flow.entity, checkpoint: &checkpoint, page_size: flow.page_size };
     let mut attempt = 0;
     loop {
-        match ctx.source.read_page(&request).await {
+        let result = ctx.source.read_page(&request).await;
+        crate::metrics::connector_call(&flow.source, "read", result.as_ref().map(|_| ()));
+        match result {
             Ok(page) => return Ok(Some(page)),
             Err(error) if error.retryable && attempt + 1 < flow.retry.max_attempts => {
                 let delay = flow.retry.delay_for(attempt, &error);
@@ -730,6 +735,7 @@ pub(crate) async fn process_page(
             at: Utc::now(),
         })
         .await?;
+    crate::metrics::page_committed(&flow.name, entity.as_str(), &counts);
     Ok(counts)
 }
 
@@ -790,7 +796,9 @@ async fn write_all(
                     })
                     .collect(),
             };
-            let results = match ctx.sink.write_batch(&batch).await {
+            let written = ctx.sink.write_batch(&batch).await;
+            crate::metrics::connector_call(&flow.target, "write", written.as_ref().map(|_| ()));
+            let results = match written {
                 Ok(results) if results.len() == chunk.len() => results,
                 Ok(results) => {
                     return Err(ConnectorError::new(
@@ -1013,6 +1021,7 @@ async fn delete_missing(ctx: &FlowContext, run_id: RunId, seen: &HashSet<String>
             .collect();
         let results = ctx.sink.delete_batch(flow.entity, &items, flow.on_delete).await?;
         let mut outcomes = Vec::with_capacity(chunk.len());
+        let mut page_counts = RunCounts::default();
         for (record, result) in chunk.iter().zip(results) {
             let (action, message) = match result {
                 WriteOutcome::Created { .. } | WriteOutcome::Updated { .. } => (
@@ -1026,6 +1035,7 @@ async fn delete_missing(ctx: &FlowContext, run_id: RunId, seen: &HashSet<String>
                 ),
             };
             counts.add(action);
+            page_counts.add(action);
             outcomes.push(RecordOutcome {
                 record_uid: Some(record.record_uid),
                 source_id: record.source_id.clone(),
@@ -1052,6 +1062,7 @@ async fn delete_missing(ctx: &FlowContext, run_id: RunId, seen: &HashSet<String>
                 at: Utc::now(),
             })
             .await?;
+        crate::metrics::page_committed(&flow.name, flow.entity.as_str(), &page_counts);
     }
     Ok(counts)
 }

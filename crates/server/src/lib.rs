@@ -1,6 +1,7 @@
 //! The HTTP side of erpsync: `POST /webhooks/{system}` (verify, store in the inbox, then 2xx),
-//! `GET /healthz` and `GET /readyz`. The only crate with HTTP request and response types of
-//! erpsync's own API.
+//! `GET /healthz` and `GET /readyz`, the admin API under `/api/v1` ([`api`]) and Prometheus
+//! `GET /metrics` ([`metrics`]). The only crate with HTTP request and response types of
+//! erpsync's own API. TLS is served directly when configured ([`tls`]).
 //!
 //! A delivery is answered 2xx only after it is durable in the inbox, so a sender that sees
 //! success can forget it; anything else makes the sender retry. Deliveries are deduplicated by
@@ -20,15 +21,31 @@ use erpsync_store::{InboxInsert, NewInboxDelivery};
 use serde_json::json;
 use std::sync::Arc;
 
+pub mod api;
+pub mod metrics;
+pub mod tls;
+
 /// The router, for `serve` and for tests in process.
 pub fn router(engine: Arc<Engine>) -> Router {
+    router_with_openapi(engine).0
+}
+
+/// The router and the OpenAPI document of its admin API (served at [`api::OPENAPI_PATH`]).
+pub fn router_with_openapi(engine: Arc<Engine>) -> (Router, utoipa::openapi::OpenApi) {
+    metrics::install();
     let max_body = engine.config().server.max_body_bytes;
-    Router::new()
+    let (api, document) = api::router(engine.clone());
+    let openapi = Arc::new(document.clone());
+    let router = Router::new()
         .route("/webhooks/{system}", post(receive_webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::render))
+        .route(api::OPENAPI_PATH, get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .merge(api)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(engine)
+        .with_state(engine);
+    (router, document)
 }
 
 /// Binds `[server] listen`, so that a taken port fails `serve` at start, not later.
@@ -38,13 +55,26 @@ pub async fn listen(engine: &Engine) -> std::io::Result<tokio::net::TcpListener>
     Ok(listener)
 }
 
-/// Serves on `listener` until shutdown is requested.
+/// Serves on `listener` until shutdown is requested: HTTPS when `[server] tls_cert` and
+/// `tls_key` are set, else plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine)).with_graceful_shutdown(async move { shutdown.requested().await }).await
+    let settings = &engine.config().server;
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(std::io::Error::other)?),
+        _ => None,
+    };
+    let stop = async move { shutdown.requested().await };
+    match tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            axum::serve(listener, router(engine)).with_graceful_shutdown(stop).await
+        }
+        None => axum::serve(listener, router(engine)).with_graceful_shutdown(stop).await,
+    }
 }
 
 fn answer(status: StatusCode, message: impl Into<String>) -> Response {
@@ -59,12 +89,18 @@ async fn receive_webhook(
 ) -> Response {
     let receiver = match engine.webhook_receiver(&system) {
         Ok(Some(receiver)) => receiver,
-        Ok(None) => return answer(StatusCode::NOT_FOUND, format!("system {system:?} does not receive webhooks")),
+        Ok(None) => {
+            count_delivery(&system, "not_found");
+            return answer(StatusCode::NOT_FOUND, format!("system {system:?} does not receive webhooks"));
+        }
         Err(erpsync_engine::EngineError::UnknownSystem { .. }) => {
+            // Not the name as sent: labels stay bounded whatever strangers post.
+            count_delivery("unknown", "not_found");
             return answer(StatusCode::NOT_FOUND, format!("no system {system:?} is configured"));
         }
         Err(error) => {
             tracing::error!(system = %system, error = %error, "Could not build the webhook receiver.");
+            count_delivery(&system, "unavailable");
             return answer(StatusCode::SERVICE_UNAVAILABLE, "the receiver is not available");
         }
     };
@@ -80,6 +116,7 @@ async fn receive_webhook(
         Err(error) => {
             // Say why to the sender's operator, but never echo the expected signature.
             tracing::warn!(system = %system, error = %error, "Webhook rejected.");
+            count_delivery(&system, "rejected");
             let status = if error.kind == ErrorKind::Auth { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
             return answer(status, error.message);
         }
@@ -88,6 +125,7 @@ async fn receive_webhook(
     // no record id) is refused now, while the sender can still see why, and never stored.
     if let Err(error) = receiver.decode(delivery.topic.as_deref().unwrap_or_default(), &body) {
         tracing::warn!(system = %system, delivery = %delivery.delivery_id, error = %error, "Webhook refused.");
+        count_delivery(&system, "rejected");
         return answer(StatusCode::BAD_REQUEST, error.message);
     }
     let stored = engine
@@ -104,15 +142,25 @@ async fn receive_webhook(
     match stored {
         Ok(InboxInsert::Inserted(id)) => {
             tracing::debug!(system = %system, inbox_id = id, "Webhook stored.");
+            count_delivery(&system, "stored");
             answer(StatusCode::ACCEPTED, "stored")
         }
-        Ok(InboxInsert::Duplicate) => answer(StatusCode::OK, "duplicate delivery, already stored"),
+        Ok(InboxInsert::Duplicate) => {
+            count_delivery(&system, "duplicate");
+            answer(StatusCode::OK, "duplicate delivery, already stored")
+        }
         Err(error) => {
             // Not durable: the sender must try again.
             tracing::error!(system = %system, error = %error, "Could not store a webhook.");
+            count_delivery(&system, "unavailable");
             answer(StatusCode::SERVICE_UNAVAILABLE, "could not store the delivery; try again")
         }
     }
+}
+
+fn count_delivery(system: &str, result: &'static str) {
+    ::metrics::counter!(erpsync_engine::metrics::WEBHOOK_DELIVERIES_TOTAL, "system" => system.to_string(), "result" => result)
+        .increment(1);
 }
 
 async fn ready(State(engine): State<Arc<Engine>>) -> Response {

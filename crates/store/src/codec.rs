@@ -67,6 +67,22 @@ pub(crate) fn job_state(text: &str) -> Result<JobState> {
     JobState::parse(text).ok_or_else(|| corrupt_enum("job state", text))
 }
 
+pub(crate) fn token_role(text: &str) -> Result<crate::TokenRole> {
+    crate::TokenRole::parse(text).ok_or_else(|| corrupt_enum("token role", text))
+}
+
+pub(crate) fn token_hash(bytes: Vec<u8>) -> Result<[u8; 32]> {
+    let length = bytes.len();
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { what: "token hash", detail: format!("expected 32 bytes, found {length}") })
+}
+
+/// True when a write failed on a unique index.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
+}
+
 fn corrupt_enum(what: &'static str, text: &str) -> StoreError {
     StoreError::Corrupt { what, detail: format!("unknown value {text:?}") }
 }

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// reclaimed after its lease expired, or claimed by another worker.
     #[error("job {id} is not leased to worker {worker:?}")]
     LeaseLost { id: i64, worker: String },
+    /// A unique name is taken (an active access token with this name, say).
+    #[error("{what} {name:?} already exists")]
+    AlreadyExists { what: &'static str, name: String },
 }
 
 impl StoreError {

@@ -154,6 +154,24 @@ pub trait Store: Send + Sync + 'static {
     async fn audit(&self, entry: &NewAuditEntry) -> Result<()>;
     /// Newest first.
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+
+    // --- operations: paused flows, access tokens, filtered runs, queue depths -----------------
+    /// Pauses a flow. `false` when it was paused already: the first pause (who, why) is kept.
+    async fn pause_flow(&self, pause: &FlowPause) -> Result<bool>;
+    /// `false` when the flow was not paused.
+    async fn resume_flow(&self, flow: &str) -> Result<bool>;
+    /// Every paused flow, by name.
+    async fn paused_flows(&self) -> Result<Vec<FlowPause>>;
+    /// Stores a new token; [`StoreError::AlreadyExists`] when an active token has its name.
+    async fn create_api_token(&self, token: &NewApiToken) -> Result<ApiToken>;
+    /// Tokens by name, then newest first; revoked ones only with `include_revoked`.
+    async fn api_tokens(&self, include_revoked: bool) -> Result<Vec<ApiToken>>;
+    /// Revokes the active token called `name`; `false` when there is none.
+    async fn revoke_api_token(&self, name: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Runs matching `filter`, newest first (by id, which follows start order).
+    async fn find_runs(&self, filter: &RunFilter) -> Result<Vec<Run>>;
+    /// Pending webhook deliveries and jobs per state.
+    async fn queue_depths(&self) -> Result<QueueDepths>;
 }
 
 /// Which store to open, parsed from a URL: `sqlite:///path/to/erpsync.db` or

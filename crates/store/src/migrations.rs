@@ -8,6 +8,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, "schedules", include_str!("../migrations/sqlite/0002_schedules.sql")),
     (3, "record states", include_str!("../migrations/sqlite/0003_record_states.sql")),
+    (4, "operations", include_str!("../migrations/sqlite/0004_operations.sql")),
 ];
 
 /// `(version, description, sql)` of every PostgreSQL migration: the same versions as SQLite.
@@ -15,6 +16,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/postgres/0001_initial.sql")),
     (2, "schedules", include_str!("../migrations/postgres/0002_schedules.sql")),
     (3, "record states", include_str!("../migrations/postgres/0003_record_states.sql")),
+    (4, "operations", include_str!("../migrations/postgres/0004_operations.sql")),
 ];
 
 /// Embedded with `include_str!` rather than `sqlx::migrate!`, which needs the `macros` feature;

@@ -8,10 +8,11 @@
 use crate::codec;
 use crate::page::{self, DeadLetterOp, ExistingState, LinkWrite, PagePlan, SnapshotChange, SnapshotWrite};
 use crate::{
-    AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, InboxDelivery, InboxId, InboxInsert, Job,
-    JobId, JobState, LinkQuery, LinkState, LinkedRecord, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit,
-    RecordIdentity, RecordLogEntry, RecordOutcome, RecordUid, Result, Run, RunCounts, RunId, RunStatus, Store,
-    StoreError, StoredSchedule, SystemLink, migrations,
+    ApiToken, AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, InboxDelivery,
+    InboxId, InboxInsert, Job, JobId, JobState, LinkQuery, LinkState, LinkedRecord, NewApiToken, NewAuditEntry,
+    NewInboxDelivery, NewJob, NewRun, PageCommit, QueueDepths, RecordIdentity, RecordLogEntry, RecordOutcome,
+    RecordUid, Result, Run, RunCounts, RunFilter, RunId, RunStatus, Store, StoreError, StoredSchedule, SystemLink,
+    migrations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -900,6 +901,158 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    // --- operations: paused flows, access tokens, filtered runs, queue depths ----------------
+
+    async fn pause_flow(&self, pause: &FlowPause) -> Result<bool> {
+        let result = sqlx::query(
+            "INSERT INTO paused_flows (flow, paused_by, reason, paused_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (flow) DO NOTHING",
+        )
+        .bind(&pause.flow)
+        .bind(&pause.paused_by)
+        .bind(&pause.reason)
+        .bind(pause.paused_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("pausing a flow"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn resume_flow(&self, flow: &str) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM paused_flows WHERE flow = $1")
+            .bind(flow)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("resuming a flow"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn paused_flows(&self) -> Result<Vec<FlowPause>> {
+        const DOING: &str = "reading paused flows";
+        let rows = sqlx::query("SELECT flow, paused_by, reason, paused_at FROM paused_flows ORDER BY flow")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(DOING))?;
+        rows.iter()
+            .map(|row| {
+                Ok(FlowPause {
+                    flow: get(row, "flow", DOING)?,
+                    paused_by: get(row, "paused_by", DOING)?,
+                    reason: get(row, "reason", DOING)?,
+                    paused_at: get(row, "paused_at", DOING)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_api_token(&self, token: &NewApiToken) -> Result<ApiToken> {
+        let inserted = sqlx::query(
+            "INSERT INTO api_tokens (name, role, secret_hash, created_by, created_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(token.secret_hash.as_slice())
+        .bind(&token.created_by)
+        .bind(token.created_at)
+        .fetch_one(&self.pool)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(error) if codec::is_unique_violation(&error) => {
+                return Err(StoreError::AlreadyExists { what: "access token", name: token.name.clone() });
+            }
+            Err(error) => return Err(StoreError::query("creating an access token")(error)),
+        };
+        Ok(ApiToken {
+            id: get(&row, "id", "creating an access token")?,
+            name: token.name.clone(),
+            role: token.role,
+            secret_hash: token.secret_hash,
+            created_by: token.created_by.clone(),
+            created_at: codec::truncate_to_micros(token.created_at),
+            revoked_at: None,
+        })
+    }
+
+    async fn api_tokens(&self, include_revoked: bool) -> Result<Vec<ApiToken>> {
+        const DOING: &str = "reading access tokens";
+        let rows = sqlx::query(
+            "SELECT id, name, role, secret_hash, created_by, created_at, revoked_at FROM api_tokens
+             WHERE $1::boolean OR revoked_at IS NULL
+             ORDER BY name, created_at DESC, id DESC",
+        )
+        .bind(include_revoked)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(DOING))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ApiToken {
+                    id: get(row, "id", DOING)?,
+                    name: get(row, "name", DOING)?,
+                    role: codec::token_role(&get::<String>(row, "role", DOING)?)?,
+                    secret_hash: codec::token_hash(get(row, "secret_hash", DOING)?)?,
+                    created_by: get(row, "created_by", DOING)?,
+                    created_at: get(row, "created_at", DOING)?,
+                    revoked_at: get(row, "revoked_at", DOING)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_token(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {
+        let result = sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+            .bind(name)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("revoking an access token"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn find_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let limit = (filter.limit > 0).then(|| codec::sql_limit(filter.limit));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs
+             WHERE ($1::text IS NULL OR flow = $1) AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR triggered_by = $3) AND ($4::bigint IS NULL OR id < $4)
+             ORDER BY id DESC
+             LIMIT $5"
+        ))
+        .bind(filter.flow.as_deref())
+        .bind(filter.status.map(|status| status.as_str()))
+        .bind(filter.trigger.as_deref())
+        .bind(filter.before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("listing runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn queue_depths(&self) -> Result<QueueDepths> {
+        const DOING: &str = "counting queued work";
+        let row = sqlx::query(
+            "SELECT
+                (SELECT COUNT(*)::bigint FROM inbox WHERE processed_at IS NULL) AS inbox_pending,
+                (SELECT COUNT(*)::bigint FROM jobs WHERE state = 'pending') AS jobs_pending,
+                (SELECT COUNT(*)::bigint FROM jobs WHERE state = 'running') AS jobs_running,
+                (SELECT COUNT(*)::bigint FROM jobs WHERE state = 'dead') AS jobs_dead",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query(DOING))?;
+        Ok(QueueDepths {
+            inbox_pending: get(&row, "inbox_pending", DOING)?,
+            jobs_pending: get(&row, "jobs_pending", DOING)?,
+            jobs_running: get(&row, "jobs_running", DOING)?,
+            jobs_dead: get(&row, "jobs_dead", DOING)?,
+        })
     }
 }
 

@@ -480,3 +480,90 @@ pub struct StoredSchedule {
     pub spec: String,
     pub next_run_at: DateTime<Utc>,
 }
+
+// --- operations: paused flows, access tokens, queues -------------------------------------------
+
+/// A flow an operator paused: the scheduler and webhooks start no run of it until resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowPause {
+    pub flow: String,
+    /// Who paused it: a token name or `cli:<os user>`.
+    pub paused_by: String,
+    pub reason: String,
+    pub paused_at: DateTime<Utc>,
+}
+
+/// What an access token of the admin API may do. Each role may do what the roles before it
+/// may: a viewer reads, an operator also acts on flows and dead letters, an admin also manages
+/// tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl TokenRole {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TokenRole::Viewer => "viewer",
+            TokenRole::Operator => "operator",
+            TokenRole::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "viewer" => TokenRole::Viewer,
+            "operator" => TokenRole::Operator,
+            "admin" => TokenRole::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// A token to store. Only the SHA-256 digest of the secret is stored, never the secret.
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    pub name: String,
+    pub role: TokenRole,
+    pub secret_hash: [u8; 32],
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub role: TokenRole,
+    /// SHA-256 of the secret. Not serialized: it has no use outside authentication.
+    #[serde(skip)]
+    pub secret_hash: [u8; 32],
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Which runs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub flow: Option<String>,
+    pub status: Option<RunStatus>,
+    /// `schedule`, `manual`, `webhook`, `reconcile`, `retry`, `api`.
+    pub trigger: Option<String>,
+    /// Only runs with a smaller id: the next page after the last run of the previous one.
+    pub before: Option<RunId>,
+    /// 0 means no limit.
+    pub limit: u32,
+}
+
+/// How much work waits: webhook deliveries not yet turned into runs, and jobs by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueDepths {
+    pub inbox_pending: i64,
+    pub jobs_pending: i64,
+    pub jobs_running: i64,
+    pub jobs_dead: i64,
+}

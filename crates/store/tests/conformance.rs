@@ -78,6 +78,10 @@ conformance! {
     run_counts_accumulate_across_pages,
     runs_are_listed_newest_first_and_interrupted,
     find_records_by_natural_key_or_any_external_id,
+    paused_flows_keep_the_first_pause_until_resumed,
+    access_tokens_are_unique_by_active_name_and_revocable,
+    runs_are_found_by_flow_status_trigger_and_page,
+    queue_depths_count_pending_work,
     record_history_is_oldest_first,
     audit_log_is_newest_first,
 }
@@ -1327,4 +1331,136 @@ async fn audit_log_is_newest_first(store: Arc<dyn Store>) {
     assert_eq!(entries[0].details, json!({ "reason": "maintenance", "at": 20 }));
     assert_eq!(entries[0].at, time(20));
     assert_eq!(store.list_audit(10).await.unwrap().len(), 3);
+}
+
+async fn paused_flows_keep_the_first_pause_until_resumed(store: Arc<dyn Store>) {
+    let pause = |flow: &str, by: &str, second: i64| FlowPause {
+        flow: flow.to_string(),
+        paused_by: by.to_string(),
+        reason: format!("maintenance by {by}"),
+        paused_at: time(second),
+    };
+    assert!(store.paused_flows().await.unwrap().is_empty());
+    assert!(store.pause_flow(&pause("products", "anna", 0)).await.unwrap());
+    assert!(!store.pause_flow(&pause("products", "ben", 10)).await.unwrap(), "already paused");
+    assert!(store.pause_flow(&pause("orders", "ben", 20)).await.unwrap());
+    let paused = store.paused_flows().await.unwrap();
+    assert_eq!(paused, vec![pause("orders", "ben", 20), pause("products", "anna", 0)]);
+
+    assert!(store.resume_flow("products").await.unwrap());
+    assert!(!store.resume_flow("products").await.unwrap(), "not paused any more");
+    assert_eq!(store.paused_flows().await.unwrap(), vec![pause("orders", "ben", 20)]);
+}
+
+async fn access_tokens_are_unique_by_active_name_and_revocable(store: Arc<dyn Store>) {
+    let token = |name: &str, role: TokenRole, byte: u8, second: i64| NewApiToken {
+        name: name.to_string(),
+        role,
+        secret_hash: [byte; 32],
+        created_by: "cli:anna".to_string(),
+        created_at: time(second),
+    };
+    let ops = store.create_api_token(&token("ops", TokenRole::Operator, 1, 0)).await.unwrap();
+    assert_eq!(ops.name, "ops");
+    assert_eq!(ops.role, TokenRole::Operator);
+    assert_eq!(ops.secret_hash, [1; 32]);
+    assert_eq!(ops.created_at, time(0));
+    assert!(ops.revoked_at.is_none());
+    store.create_api_token(&token("grafana", TokenRole::Viewer, 2, 5)).await.unwrap();
+
+    let taken = store.create_api_token(&token("ops", TokenRole::Admin, 3, 10)).await.unwrap_err();
+    assert!(matches!(taken, StoreError::AlreadyExists { ref name, .. } if name == "ops"), "{taken}");
+
+    let active = store.api_tokens(false).await.unwrap();
+    assert_eq!(active.iter().map(|token| token.name.as_str()).collect::<Vec<_>>(), vec!["grafana", "ops"]);
+    assert_eq!(active[1], ops);
+
+    assert!(store.revoke_api_token("ops", time(20)).await.unwrap());
+    assert!(!store.revoke_api_token("ops", time(30)).await.unwrap(), "nothing active left to revoke");
+    assert!(!store.revoke_api_token("nobody", time(30)).await.unwrap());
+    let active = store.api_tokens(false).await.unwrap();
+    assert_eq!(active.iter().map(|token| token.name.as_str()).collect::<Vec<_>>(), vec!["grafana"]);
+
+    // The name is free again once revoked; the revoked token stays listed for the record.
+    let again = store.create_api_token(&token("ops", TokenRole::Admin, 4, 40)).await.unwrap();
+    assert_eq!(again.role, TokenRole::Admin);
+    let all = store.api_tokens(true).await.unwrap();
+    let ops_tokens: Vec<&ApiToken> = all.iter().filter(|token| token.name == "ops").collect();
+    assert_eq!(ops_tokens.len(), 2);
+    assert_eq!(ops_tokens[0].id, again.id, "newest first within a name");
+    assert_eq!(ops_tokens[1].revoked_at, Some(time(20)));
+
+    // A secret's hash identifies one token only, whatever its name.
+    let reused = store.create_api_token(&token("other", TokenRole::Viewer, 4, 50)).await.unwrap_err();
+    assert!(matches!(reused, StoreError::AlreadyExists { .. }), "{reused}");
+}
+
+async fn runs_are_found_by_flow_status_trigger_and_page(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (second, flow, trigger, status) in [
+        (0, "products", "schedule", RunStatus::Succeeded),
+        (10, "orders", "webhook", RunStatus::Failed),
+        (20, "products", "manual", RunStatus::Failed),
+        (30, "products", "schedule", RunStatus::Succeeded),
+    ] {
+        let id = store
+            .start_run(&NewRun {
+                flow: flow.to_string(),
+                trigger: trigger.to_string(),
+                full: false,
+                dry_run: false,
+                started_at: time(second),
+            })
+            .await
+            .unwrap();
+        store.finish_run(id, status, None).await.unwrap();
+        ids.push(id);
+    }
+    let found = |filter: RunFilter| {
+        let store = store.clone();
+        async move { store.find_runs(&filter).await.unwrap().iter().map(|run| run.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(found(RunFilter::default()).await, vec![ids[3], ids[2], ids[1], ids[0]]);
+    assert_eq!(
+        found(RunFilter { flow: Some("products".into()), ..Default::default() }).await,
+        vec![ids[3], ids[2], ids[0]]
+    );
+    assert_eq!(found(RunFilter { status: Some(RunStatus::Failed), ..Default::default() }).await, vec![ids[2], ids[1]]);
+    assert_eq!(
+        found(RunFilter { flow: Some("products".into()), status: Some(RunStatus::Failed), ..Default::default() }).await,
+        vec![ids[2]]
+    );
+    assert_eq!(found(RunFilter { trigger: Some("schedule".into()), ..Default::default() }).await, vec![ids[3], ids[0]]);
+    // Pages: the first two, then the ones before the last seen.
+    assert_eq!(found(RunFilter { limit: 2, ..Default::default() }).await, vec![ids[3], ids[2]]);
+    assert_eq!(found(RunFilter { limit: 2, before: Some(ids[2]), ..Default::default() }).await, vec![ids[1], ids[0]]);
+    assert!(found(RunFilter { flow: Some("nothing".into()), ..Default::default() }).await.is_empty());
+}
+
+async fn queue_depths_count_pending_work(store: Arc<dyn Store>) {
+    assert_eq!(store.queue_depths().await.unwrap(), QueueDepths::default());
+    for delivery in ["d-1", "d-2"] {
+        store
+            .insert_inbox(&NewInboxDelivery {
+                system: "shop".into(),
+                delivery_id: delivery.into(),
+                topic: "products/update".into(),
+                headers: json!({}),
+                body: b"{}".to_vec(),
+                received_at: time(0),
+            })
+            .await
+            .unwrap();
+    }
+    let first = store.pending_inbox(1).await.unwrap()[0].id;
+    store.mark_inbox_processed(first, None).await.unwrap();
+    for kind in ["a", "b", "c"] {
+        store.enqueue_job(&new_job(kind, None, time(0))).await.unwrap();
+    }
+    let claimed = store.claim_jobs("worker-1", &["a"], Duration::from_secs(60), 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        store.queue_depths().await.unwrap(),
+        QueueDepths { inbox_pending: 1, jobs_pending: 2, jobs_running: 1, jobs_dead: 0 }
+    );
 }
