@@ -11,6 +11,7 @@
 
 mod rest_api;
 mod shop_bench;
+mod webhook_bench;
 
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -47,7 +48,20 @@ fn main() -> Result<()> {
             };
             shop_bench::bench(products)
         }
-        _ => bail!("usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS]"),
+        Some("bench-webhooks") => {
+            let steady: u64 = match args.get(1) {
+                Some(n) => n.parse().context("steady seconds: 30")?,
+                None => 30,
+            };
+            let burst: usize = match args.get(2) {
+                Some(n) => n.parse().context("burst orders: 10000")?,
+                None => 10_000,
+            };
+            webhook_bench::bench(steady, burst)
+        }
+        _ => bail!(
+            "usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS] | bench-webhooks [SECONDS] [BURST]"
+        ),
     }
 }
 

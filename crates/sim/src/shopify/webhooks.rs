@@ -164,6 +164,8 @@ pub struct DeliveryRecord {
     /// HTTP status, or `None` when the connection failed or timed out.
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// From sending the request to the end of the response, as the shop sees it.
+    pub elapsed_micros: u64,
 }
 
 pub fn headers(delivery: &Delivery, secret: &[u8]) -> Vec<(String, String)> {
@@ -263,10 +265,12 @@ pub async fn deliver_with_retries(shared: Arc<super::server::Shared>, delivery: 
     let headers = headers(&delivery, shared.config.api_secret.as_bytes());
     let delays = shared.config.webhook_retry_policy.delays.clone();
     for attempt in 0..=delays.len() {
+        let sent = std::time::Instant::now();
         let result = tokio::select! {
             result = post(&delivery.url, &headers, &delivery.body) => result,
             _ = shutdown.changed() => return,
         };
+        let elapsed_micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (status, error) = match &result {
             Ok(status) => (Some(*status), None),
             Err(error) => (None, Some(error.clone())),
@@ -279,6 +283,7 @@ pub async fn deliver_with_retries(shared: Arc<super::server::Shared>, delivery: 
             attempt: attempt as u32,
             status,
             error,
+            elapsed_micros,
         });
         if status.is_some_and(|s| (200..300).contains(&s)) {
             return;
