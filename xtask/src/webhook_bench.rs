@@ -194,6 +194,32 @@ async fn wait_ready(client: &reqwest::Client, listen: &str) -> Result<()> {
     bail!("erpsync serve did not become ready on {listen}")
 }
 
+/// Sale orders seen in Odoo, by shop order number, with when they were first seen.
+#[derive(Default)]
+struct Arrivals {
+    arrived: BTreeMap<String, Instant>,
+    ids: HashSet<i64>,
+    duplicates: usize,
+    last_id: i64,
+}
+
+impl Arrivals {
+    async fn poll(&mut self, client: &reqwest::Client, odoo: &str, api_key: &str) -> Result<()> {
+        let rows = sale_orders_after(client, odoo, api_key, self.last_id).await?;
+        let now = Instant::now();
+        for (id, number) in rows {
+            self.last_id = self.last_id.max(id);
+            if !self.ids.insert(id) {
+                continue;
+            }
+            if self.arrived.insert(number, now).is_some() {
+                self.duplicates += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Orders placed, by shop order number, with when.
 struct Placed {
     at: HashMap<String, Instant>,
@@ -281,23 +307,7 @@ async fn measure(
 ) -> Result<Vec<(&'static str, f64, &'static str)>> {
     let odoo_url = odoo.base_url();
     let mut placed = Placed { at: HashMap::new() };
-    let mut arrived: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut seen_ids: HashSet<i64> = HashSet::new();
-    let mut duplicates = 0usize;
-    let mut last_id = 0i64;
-    let mut poll = |arrived: &mut BTreeMap<String, Instant>, rows: Vec<(i64, String)>| {
-        let now = Instant::now();
-        for (id, number) in rows {
-            last_id = last_id.max(id);
-            if !seen_ids.insert(id) {
-                continue;
-            }
-            if arrived.insert(number, now).is_some() {
-                duplicates += 1;
-            }
-        }
-    };
-
+    let mut seen = Arrivals::default();
     // Steady: 50 orders a second, one every 20 ms.
     let deliveries_before = shop.deliveries().len();
     let started = Instant::now();
@@ -305,20 +315,18 @@ async fn measure(
     while started.elapsed() < Duration::from_secs(steady_seconds) {
         tick.tick().await;
         place(client, shop, 1, &mut placed).await?;
-        let rows = sale_orders_after(client, &odoo_url, api_key, last_id).await?;
-        poll(&mut arrived, rows);
+        seen.poll(client, &odoo_url, api_key).await?;
     }
     let steady_count = placed.at.len();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while arrived.len() < steady_count && Instant::now() < deadline {
+    while seen.arrived.len() < steady_count && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let rows = sale_orders_after(client, &odoo_url, api_key, last_id).await?;
-        poll(&mut arrived, rows);
+        seen.poll(client, &odoo_url, api_key).await?;
     }
     let mut end_to_end: Vec<f64> = placed
         .at
         .iter()
-        .filter_map(|(number, at)| arrived.get(number).map(|seen| seen.duration_since(*at).as_secs_f64() * 1000.0))
+        .filter_map(|(number, at)| seen.arrived.get(number).map(|seen| seen.duration_since(*at).as_secs_f64() * 1000.0))
         .collect();
     let steady_arrived = end_to_end.len();
     let deliveries = shop.deliveries();
@@ -340,18 +348,16 @@ async fn measure(
         let count = per_second.min(burst - burst_placed);
         place(client, shop, count, &mut placed).await?;
         burst_placed += count;
-        let rows = sale_orders_after(client, &odoo_url, api_key, last_id).await?;
-        poll(&mut arrived, rows);
+        seen.poll(client, &odoo_url, api_key).await?;
     }
     let total = placed.at.len();
     let deadline = Instant::now() + Duration::from_secs(900);
-    while arrived.len() < total && Instant::now() < deadline {
+    while seen.arrived.len() < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let rows = sale_orders_after(client, &odoo_url, api_key, last_id).await?;
-        poll(&mut arrived, rows);
+        seen.poll(client, &odoo_url, api_key).await?;
     }
     let drained = burst_started.elapsed().as_secs_f64();
-    let lost = placed.at.keys().filter(|number| !arrived.contains_key(*number)).count();
+    let lost = placed.at.keys().filter(|number| !seen.arrived.contains_key(*number)).count();
     let in_odoo = odoo.with_state(|state| state.ids("sale.order").len());
     Ok(vec![
         ("steady_orders_placed", steady_count as f64, "orders"),
@@ -365,7 +371,7 @@ async fn measure(
         ("orders_placed_total", total as f64, "orders"),
         ("sale_orders_in_odoo", in_odoo as f64, "orders"),
         ("lost", lost as f64, "orders"),
-        ("duplicated", duplicates as f64, "orders"),
+        ("duplicated", seen.duplicates as f64, "orders"),
         ("failed_webhook_deliveries", failed_deliveries as f64, "deliveries"),
         ("peak_rss", peak_rss_mib(pid), "MiB"),
     ])
