@@ -336,7 +336,7 @@ async fn measure(
         .map(|delivery| delivery.elapsed_micros as f64 / 1000.0)
         .collect();
     let failed_deliveries =
-        deliveries.iter().filter(|delivery| !delivery.status.is_some_and(|status| status < 300)).count();
+        deliveries.iter().filter(|delivery| delivery.status.is_none_or(|status| status >= 300)).count();
 
     // Burst: `burst` orders evenly over one minute.
     let burst_started = Instant::now();
