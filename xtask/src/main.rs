@@ -9,6 +9,7 @@
 //! `cargo xtask bench-http`: REST API to REST batch endpoint; `cargo xtask bench-shop`: Odoo to
 //! Shopify on the simulators (see `shop_bench`).
 
+mod mapping_bench;
 mod rest_api;
 mod shop_bench;
 mod webhook_bench;
@@ -48,6 +49,13 @@ fn main() -> Result<()> {
             };
             shop_bench::bench(products)
         }
+        Some("bench-mapping") => {
+            let records: usize = match args.get(1) {
+                Some(n) => n.parse().context("records: 200000")?,
+                None => 200_000,
+            };
+            mapping_bench::bench(records)
+        }
         Some("bench-webhooks") => {
             let steady: u64 = match args.get(1) {
                 Some(n) => n.parse().context("steady seconds: 30")?,
@@ -60,7 +68,7 @@ fn main() -> Result<()> {
             webhook_bench::bench(steady, burst)
         }
         _ => bail!(
-            "usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS] | bench-webhooks [SECONDS] [BURST]"
+            "usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS] | bench-webhooks [SECONDS] [BURST] | bench-mapping [RECORDS]"
         ),
     }
 }

@@ -1,0 +1,271 @@
+//! Orders placed in the Shopify simulator arrive in the Odoo simulator through `erpsync serve`,
+//! driven by the shop's signed webhooks, under faults:
+//! - `kill -9` of erpsync while webhooks arrive: the shop retries what was not acknowledged,
+//!   erpsync resumes, and every order is in Odoo exactly once;
+//! - Odoo down for a while: nothing is lost, the orders arrive once it is back, once each.
+
+use erpsync_sim::{odoo, shopify};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    odoo: odoo::RunningOdooSim,
+    shop: shopify::RunningSim,
+    listen: String,
+    client: reqwest::Client,
+}
+
+const CONFIG: &str = r#"
+[server]
+listen = "{listen}"
+public_url = "http://{listen}"
+
+[engine]
+lease = "3s"
+
+[systems.odoo]
+type = "odoo"
+url = "{odoo}"
+database = "odoo"
+protocol = "json2"
+api_key = { file = "odoo-key" }
+shipping_product = "SHIPPING"
+
+[systems.shopify]
+type = "shopify"
+url = "{shopify}"
+access_token = { file = "shopify-token" }
+webhook_secret = { file = "shopify-webhook-secret" }
+
+[flows.products]
+entity = "product"
+source = "odoo"
+target = "shopify"
+enabled = false
+
+[flows.orders]
+entity = "order"
+source = "shopify"
+target = "odoo"
+retry = { max_attempts = 3, initial = "200ms", max = "1s" }
+{orders_extra}
+"#;
+
+async fn setup(orders_extra: &str) -> Setup {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let odoo_config = odoo::OdooSimConfig {
+        seed: Some(odoo::SeedConfig {
+            seed: 3,
+            products: 10,
+            max_variants: 1,
+            min_variants: 1,
+            warehouses: 1,
+            customers: 0,
+            orders: 0,
+            ..odoo::SeedConfig::default()
+        }),
+        ..odoo::OdooSimConfig::default()
+    };
+    let api_key = odoo_config.api_key.clone();
+    let odoo = odoo::OdooSim::start(odoo_config).await.unwrap();
+    let shop_config = shopify::ShopifyConfig {
+        plan: shopify::PlanLimits::PLUS,
+        // Shopify's retry schedule (a minute, then doubling) shrunk to about a second.
+        webhook_time_scale: 0.02,
+        seed: Some(shopify::SeedConfig {
+            seed: 3,
+            products: 0,
+            variants_per_product: 1,
+            locations: 1,
+            customers: 5,
+            orders: 0,
+        }),
+        ..shopify::ShopifyConfig::default()
+    };
+    let secret = shop_config.api_secret.clone();
+    let shop = shopify::ShopifySim::start(shop_config).await.unwrap();
+    let client = reqwest::Client::new();
+    for (model, values) in [
+        ("product.product", serde_json::json!({ "name": "Shipping", "default_code": "SHIPPING", "type": "service" })),
+        (
+            "account.tax",
+            serde_json::json!({ "name": "VAT 20% (incl.)", "amount": 20, "amount_type": "percent", "type_tax_use": "sale", "price_include": true }),
+        ),
+    ] {
+        let response = client
+            .post(format!("{}/json/2/{model}/create", odoo.base_url()))
+            .bearer_auth(&api_key)
+            .header("X-Odoo-Database", "odoo")
+            .json(&serde_json::json!({ "vals_list": [values] }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{model}: {}", response.status());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    std::fs::write(dir.path().join("odoo-key"), &api_key).unwrap();
+    std::fs::write(dir.path().join("shopify-token"), shop.access_token()).unwrap();
+    std::fs::write(dir.path().join("shopify-webhook-secret"), &secret).unwrap();
+    std::fs::write(
+        dir.path().join("erpsync.toml"),
+        CONFIG
+            .replace("{listen}", &listen)
+            .replace("{odoo}", &odoo.base_url())
+            .replace("{shopify}", &shop.base_url())
+            .replace("{orders_extra}", orders_extra),
+    )
+    .unwrap();
+    let setup = Setup { dir, odoo, shop, listen, client };
+    setup.run(&["sync", "products", "--no-progress"]);
+    setup.run(&["webhooks", "register"]);
+    setup
+}
+
+impl Setup {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_erpsync"));
+        command.current_dir(self.dir.path()).args(["--config", "erpsync.toml", "--data-dir", "data"]).args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) {
+        let output = self.command(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "erpsync {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    async fn serve(&self) -> Serve {
+        let child = self.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let serve = Serve(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = self.client.get(format!("http://{}/readyz", self.listen)).send().await
+                && response.status().is_success()
+            {
+                return serve;
+            }
+            assert!(Instant::now() < deadline, "erpsync serve did not get ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Places `count` orders in the shop (its webhooks go out) and returns their numbers.
+    async fn place(&self, count: usize) -> Vec<String> {
+        let response: serde_json::Value = self
+            .client
+            .post(format!("{}/_sim/orders", self.shop.base_url()))
+            .json(&serde_json::json!({ "create": count }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<u64> = response["created"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|gid| gid.as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap())
+            .collect();
+        self.shop.with_state(|state| ids.iter().map(|id| format!("#{}", state.orders[id].number)).collect())
+    }
+
+    /// Odoo's sale orders by shop order number, with how many each number has (read from the
+    /// simulator's state, so that injected faults do not hit the test's own reads).
+    async fn sale_orders(&self) -> BTreeMap<String, usize> {
+        self.odoo.with_state(|state| {
+            let mut counts = BTreeMap::new();
+            for id in state.ids("sale.order") {
+                let number = state.raw_text("sale.order", id, "client_order_ref").unwrap_or_default();
+                *counts.entry(number).or_insert(0) += 1;
+            }
+            counts
+        })
+    }
+
+    /// Waits until every placed order is in Odoo, then checks each is there exactly once.
+    async fn expect_each_once(&self, placed: &[String], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let orders = self.sale_orders().await;
+            if placed.iter().all(|number| orders.contains_key(number)) {
+                let twice: Vec<_> = orders.iter().filter(|(_, count)| **count > 1).collect();
+                assert!(twice.is_empty(), "orders created twice in Odoo: {twice:?}");
+                assert_eq!(orders.len(), placed.len(), "no order in Odoo that the shop did not place");
+                return;
+            }
+            let missing: Vec<&String> = placed.iter().filter(|number| !orders.contains_key(*number)).collect();
+            assert!(Instant::now() < deadline, "{} orders never reached Odoo: {missing:?}", missing.len());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn kill_nine(serve: &Serve) {
+    let status = Command::new("kill").args(["-KILL", &serve.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_while_webhooks_arrive_loses_and_duplicates_nothing() {
+    // Webhooks only: no schedule and no reconciliation, so every order must come through the
+    // inbox (or the shop's retry of a delivery that got no answer).
+    let setup = setup("reconcile = \"off\"").await;
+    let serve = setup.serve().await;
+    let mut placed = Vec::new();
+    for round in 0..20 {
+        placed.extend(setup.place(3).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if round == 10 {
+            kill_nine(&serve);
+        }
+    }
+    drop(serve);
+    // Deliveries sent while erpsync was down failed and are retried by the shop.
+    let _serve = setup.serve().await;
+    setup.expect_each_once(&placed, Duration::from_secs(60)).await;
+    let refused = setup.shop.deliveries().iter().filter(|d| d.status.is_none()).count();
+    assert!(refused > 0, "some deliveries met the killed process (else the test proved nothing)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_wait_while_odoo_is_down_and_arrive_once_when_it_is_back() {
+    let setup = setup("interval = \"2s\"").await;
+    let _serve = setup.serve().await;
+    let mut placed = setup.place(5).await;
+    setup.expect_each_once(&placed, Duration::from_secs(30)).await;
+
+    // Odoo answers 503 to every sale order call for a while.
+    setup.odoo.set_faults(odoo::Faults {
+        rules: vec![odoo::FaultRule {
+            kind: odoo::FaultKind::Status { status: 503, retry_after_seconds: Some(1) },
+            count: 100_000,
+            model: Some("sale.order".into()),
+            method: None,
+        }],
+        ..odoo::Faults::default()
+    });
+    let during = setup.place(10).await;
+    placed.extend(during.iter().cloned());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = setup.sale_orders().await;
+    assert!(during.iter().all(|number| !before.contains_key(number)), "nothing reached Odoo while it was down");
+    setup.odoo.set_faults(odoo::Faults::default());
+    setup.expect_each_once(&placed, Duration::from_secs(60)).await;
+}
