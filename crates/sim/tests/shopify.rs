@@ -839,3 +839,196 @@ async fn partial_failures_hit_batch_items_with_user_errors() {
     assert_eq!(clock["now"], "2026-01-01T00:01:30Z");
     sim.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn nodes_by_id_cost_one_object_per_id_and_return_null_for_unknown_ids() {
+    let sim = start(frozen_config()).await;
+    sim.seed(2, 1).await;
+    let orders = sim.gql("{ orders(first: 3) { nodes { id } } }", json!({})).await;
+    let mut ids: Vec<Json> =
+        orders["data"]["orders"]["nodes"].as_array().unwrap().iter().map(|o| o["id"].clone()).collect();
+    ids.push(json!("gid://shopify/Order/999999"));
+    let query = "query($ids: [ID!]!) { nodes(ids: $ids) { id ... on Order { name customer { id } lineItems(first: 5) { nodes { sku } } } ... on Product { title } } }";
+    let response = sim.gql(query, json!({"ids": ids})).await;
+    let nodes = response["data"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4, "one entry per id, in order");
+    assert_eq!(nodes[0]["id"], ids[0]);
+    assert!(nodes[3].is_null(), "an unknown id is null");
+    let (requested, actual, _) = cost(&response);
+    // Each id is one order: 1 + customer 1 + lineItems (2 + 5 × 1); the Product fragment
+    // costs less, so the interface costs its Order selection.
+    assert_eq!(requested, 4 * 9);
+    assert!(actual.unwrap() < requested, "the missing order and short line lists are refunded");
+    let too_many: Vec<String> = (1..=251).map(|n| format!("gid://shopify/Order/{n}")).collect();
+    let refused = sim.gql("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", json!({"ids": too_many})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{refused}");
+    assert!(refused.get("data").is_none());
+    sim.running.shutdown().await;
+}
+
+const ORDER_STATE: &str =
+    "query($id: ID!) { order(id: $id) { cancelledAt cancelReason closed closedAt displayFinancialStatus } }";
+
+#[tokio::test]
+async fn orders_cancel_once_and_close_with_their_webhooks() {
+    let sim = start(frozen_config()).await;
+    sim.seed(2, 1).await;
+    let (url, received) = receiver(200).await;
+    for topic in ["ORDERS_CANCELLED", "ORDERS_UPDATED"] {
+        sim.gql(SUBSCRIBE, json!({"topic": topic, "url": url})).await;
+    }
+    let orders = sim.gql("{ orders(first: 2) { nodes { id } } }", json!({})).await;
+    let first = orders["data"]["orders"]["nodes"][0]["id"].clone();
+    let second = orders["data"]["orders"]["nodes"][1]["id"].clone();
+    let cancel = "mutation($id: ID!, $reason: OrderCancelReason!) { orderCancel(orderId: $id, reason: $reason, refundMethod: {originalPaymentMethodsRefund: false}, restock: true, notifyCustomer: false) { job { id done } orderCancelUserErrors { field message code } } }";
+    let answer = sim.gql(cancel, json!({"id": first, "reason": "INVENTORY"})).await;
+    let payload = &answer["data"]["orderCancel"];
+    assert_eq!(payload["orderCancelUserErrors"], json!([]));
+    assert!(payload["job"]["id"].as_str().unwrap().starts_with("gid://shopify/Job/"));
+    let state = sim.gql(ORDER_STATE, json!({"id": first})).await;
+    assert_eq!(state["data"]["order"]["cancelReason"], "INVENTORY");
+    assert!(state["data"]["order"]["cancelledAt"].is_string());
+    // Cancelling is irreversible and happens once; unknown orders and reasons are refused.
+    let again = sim.gql(cancel, json!({"id": first, "reason": "INVENTORY"})).await;
+    assert_eq!(again["data"]["orderCancel"]["orderCancelUserErrors"][0]["code"], "INVALID");
+    let unknown = sim.gql(cancel, json!({"id": "gid://shopify/Order/999999", "reason": "OTHER"})).await;
+    assert_eq!(unknown["data"]["orderCancel"]["orderCancelUserErrors"][0]["code"], "NOT_FOUND");
+    let bad_reason = sim.gql(cancel, json!({"id": second, "reason": "BORED"})).await;
+    assert!(bad_reason["errors"][0]["message"].as_str().unwrap().contains("OrderCancelReason"), "{bad_reason}");
+    let no_restock = sim
+        .gql(
+            "mutation($id: ID!) { orderCancel(orderId: $id, reason: OTHER, refund: false) { job { id } } }",
+            json!({"id": second}),
+        )
+        .await;
+    assert!(no_restock["errors"][0]["message"].as_str().unwrap().contains("restock"), "{no_restock}");
+
+    let close = "mutation($id: ID!) { orderClose(input: {id: $id}) { order { id closed closedAt } userErrors { field message } } }";
+    let closed = sim.gql(close, json!({"id": second})).await;
+    assert_eq!(closed["data"]["orderClose"]["order"]["closed"], true);
+    assert_eq!(closed["data"]["orderClose"]["userErrors"], json!([]));
+    let missing = sim.gql(close, json!({"id": "gid://shopify/Order/999999"})).await;
+    assert_eq!(missing["data"]["orderClose"]["userErrors"][0]["field"], json!(["id"]));
+    let status = sim.gql("{ orders(first: 5, query: \"status:closed\") { nodes { id } } }", json!({})).await;
+    assert_eq!(status["data"]["orders"]["nodes"], json!([{"id": second}]));
+
+    let all = wait_for(|| {
+        let all = received.lock().unwrap().clone();
+        (all.len() >= 3).then_some(all)
+    })
+    .await;
+    let topic = |(headers, _): &(Vec<(String, String)>, Vec<u8>)| {
+        headers.iter().find(|(k, _)| k == "x-shopify-topic").unwrap().1.clone()
+    };
+    let mut topics: Vec<String> = all.iter().map(topic).collect();
+    topics.sort();
+    assert_eq!(topics, ["orders/cancelled", "orders/updated", "orders/updated"]);
+    let cancelled = all.iter().find(|delivery| topic(delivery) == "orders/cancelled").unwrap();
+    let body: Json = serde_json::from_slice(&cancelled.1).unwrap();
+    assert_eq!(body["admin_graphql_api_id"], first);
+    assert_eq!(body["cancel_reason"], "inventory");
+    sim.running.shutdown().await;
+}
+
+const METAFIELDS_SET: &str = "mutation($metafields: [MetafieldsSetInput!]!) { metafieldsSet(metafields: $metafields) { metafields { id namespace key value type ownerType } userErrors { field message code elementIndex } } }";
+
+#[tokio::test]
+async fn metafields_set_is_atomic_validates_types_and_updates_in_place() {
+    let sim = start(frozen_config()).await;
+    sim.seed(1, 1).await;
+    let order =
+        sim.gql("{ orders(first: 1) { nodes { id } } }", json!({})).await["data"]["orders"]["nodes"][0]["id"].clone();
+    let field = |key: &str, kind: &str, value: &str| json!({"ownerId": order, "namespace": "erpsync", "key": key, "type": kind, "value": value});
+    let set = sim
+        .gql(
+            METAFIELDS_SET,
+            json!({"metafields": [
+                field("invoice_number", "single_line_text_field", "INV-1"),
+                field("invoice_date", "date", "2026-01-02"),
+                field("invoice_total", "money", "{\"amount\":\"24.90\",\"currency_code\":\"EUR\"}"),
+                field("invoice_url", "url", "https://erp.example.com/inv/1.pdf"),
+            ]}),
+        )
+        .await;
+    let written = set["data"]["metafieldsSet"]["metafields"].as_array().unwrap();
+    assert_eq!(written.len(), 4, "{set}");
+    assert_eq!(written[0]["ownerType"], "ORDER");
+    let first_id = written[0]["id"].clone();
+
+    // One bad value: nothing of the call is saved, and the error names its element.
+    let refused = sim
+        .gql(
+            METAFIELDS_SET,
+            json!({"metafields": [field("invoice_number", "single_line_text_field", "INV-2"), field("invoice_date", "date", "2nd of January")]}),
+        )
+        .await;
+    let errors = &refused["data"]["metafieldsSet"]["userErrors"];
+    assert_eq!(errors[0]["code"], "INVALID_VALUE");
+    assert_eq!(errors[0]["elementIndex"], 1);
+    assert_eq!(errors[0]["field"], json!(["metafields", "1", "value"]));
+    let read = "query($id: ID!) { order(id: $id) { metafield(namespace: \"erpsync\", key: \"invoice_number\") { id value } metafields(first: 10, namespace: \"erpsync\") { nodes { key } } } }";
+    let stored = sim.gql(read, json!({"id": order})).await;
+    assert_eq!(stored["data"]["order"]["metafield"]["value"], "INV-1", "an atomic refusal saves nothing");
+    assert_eq!(stored["data"]["order"]["metafields"]["nodes"].as_array().unwrap().len(), 4);
+
+    // Setting again updates in place (same id); the type may be left out for an existing one.
+    let update = sim
+        .gql(METAFIELDS_SET, json!({"metafields": [{"ownerId": order, "namespace": "erpsync", "key": "invoice_number", "value": "INV-2"}]}))
+        .await;
+    assert_eq!(update["data"]["metafieldsSet"]["metafields"][0]["id"], first_id);
+    assert_eq!(sim.gql(read, json!({"id": order})).await["data"]["order"]["metafield"]["value"], "INV-2");
+
+    // Short keys, unknown owners, missing types and more than 25 inputs are refused.
+    let checks = sim
+        .gql(
+            METAFIELDS_SET,
+            json!({"metafields": [
+                {"ownerId": order, "namespace": "erpsync", "key": "x", "type": "single_line_text_field", "value": "v"},
+                {"ownerId": "gid://shopify/Order/999999", "namespace": "erpsync", "key": "k1", "type": "single_line_text_field", "value": "v"},
+                {"ownerId": order, "namespace": "erpsync", "key": "brand_new", "value": "v"},
+            ]}),
+        )
+        .await;
+    let codes: Vec<&str> = checks["data"]["metafieldsSet"]["userErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["TOO_SHORT", "INVALID", "BLANK"]);
+    let many: Vec<Json> = (0..26).map(|n| field(&format!("k{n}"), "single_line_text_field", "v")).collect();
+    let over = sim.gql(METAFIELDS_SET, json!({"metafields": many})).await;
+    assert_eq!(over["data"]["metafieldsSet"]["userErrors"][0]["code"], "LESS_THAN_OR_EQUAL_TO");
+    sim.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn products_archive_with_product_update_and_delete_with_product_delete() {
+    let sim = start(frozen_config()).await;
+    sim.seed(2, 1).await;
+    let products = sim.gql("{ products(first: 2) { nodes { id } } }", json!({})).await;
+    let first = products["data"]["products"]["nodes"][0]["id"].clone();
+    let second = products["data"]["products"]["nodes"][1]["id"].clone();
+    let update = "mutation($product: ProductUpdateInput!) { productUpdate(product: $product) { product { id status } userErrors { field message } } }";
+    let archived = sim.gql(update, json!({"product": {"id": first, "status": "ARCHIVED"}})).await;
+    assert_eq!(archived["data"]["productUpdate"]["product"]["status"], "ARCHIVED");
+    let variants = sim
+        .gql("query($id: ID!) { product(id: $id) { variants(first: 5) { nodes { id } } } }", json!({"id": first}))
+        .await;
+    assert_eq!(variants["data"]["product"]["variants"]["nodes"].as_array().unwrap().len(), 1, "variants stay");
+    let unknown =
+        sim.gql(update, json!({"product": {"id": "gid://shopify/Product/999999", "status": "ARCHIVED"}})).await;
+    assert_eq!(unknown["data"]["productUpdate"]["userErrors"][0]["field"], json!(["id"]));
+    let bad = sim.gql(update, json!({"product": {"id": first, "status": "GONE"}})).await;
+    assert!(bad["errors"][0]["message"].as_str().unwrap().contains("ProductStatus"), "{bad}");
+
+    let delete =
+        "mutation($id: ID!) { productDelete(input: {id: $id}) { deletedProductId userErrors { field message } } }";
+    let deleted = sim.gql(delete, json!({"id": second})).await;
+    assert_eq!(deleted["data"]["productDelete"]["deletedProductId"], second);
+    let gone = sim.gql(delete, json!({"id": second})).await;
+    assert_eq!(gone["data"]["productDelete"]["userErrors"][0]["message"], "Product does not exist");
+    let node = sim.gql("query($id: ID!) { node(id: $id) { id } }", json!({"id": second})).await;
+    assert!(node["data"]["node"].is_null());
+    sim.running.shutdown().await;
+}

@@ -60,6 +60,17 @@ pub struct ShopifyConfig {
     /// Namespace of the order metafields that carry documents (invoice, delivery note).
     #[serde(default = "default_metafield_namespace")]
     pub document_namespace: String,
+    /// An order cancelled from the ERP is refunded to the original payment methods in Shopify.
+    /// Off by default: money goes back only when someone decided it should.
+    #[serde(default)]
+    pub cancel_refund: bool,
+    /// An order cancelled from the ERP puts its items back in stock in Shopify.
+    #[serde(default = "default_true")]
+    pub cancel_restock: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_api_version() -> String {

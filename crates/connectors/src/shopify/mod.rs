@@ -7,11 +7,14 @@
 //!   [`crate::ConnectorError`] kinds.
 //! - [`map`]: pure conversions between Shopify's GraphQL objects and canonical records.
 //! - [`source`]: paged, incremental reads of products, customers, orders, refunds and order
-//!   status changes (Relay cursors, `updated_at` search sorted by `UPDATED_AT`).
-//! - [`sink`]: products (`productSet`), price lists, stock levels, shipments, order status and
-//!   documents, with per-record outcomes from `userErrors`.
+//!   status changes (Relay cursors, `updated_at` search sorted by `UPDATED_AT`), and reads by id
+//!   with `nodes(ids:)`.
+//! - [`sink`]: products (`productSet`; archive and delete), price lists, stock levels,
+//!   shipments, order status (`orderCancel`, `orderClose`) and documents (order metafields),
+//!   with per-record outcomes from `userErrors`.
 //! - [`bulk`]: full catalog writes through a staged upload and `bulkOperationRunMutation`.
-//! - [`webhook`]: verification of `X-Shopify-Hmac-Sha256` and subscription management.
+//! - [`webhook`]: verification of `X-Shopify-Hmac-Sha256`, decoding deliveries into the records
+//!   they are about, and subscription management.
 //!
 //! The user guide is `docs/connectors/shopify.md`.
 

@@ -10,9 +10,13 @@
 use crate::shopify::ShopifyConnector;
 use crate::shopify::client::VariantIds;
 use crate::shopify::map::{self, describe_user_errors, nodes, text, user_error_messages};
-use crate::{Capabilities, ConnectorError, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome};
+use crate::{
+    Capabilities, ConnectorError, DeleteItem, DeleteMode, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome,
+};
 use async_trait::async_trait;
-use erpsync_model::{EntityKind, PriceList, Record, Shipment, StockLevel};
+use erpsync_model::{
+    Document, EntityKind, OrderState, OrderStatusChange, Pdf, PriceList, Record, Shipment, StockLevel,
+};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
@@ -43,10 +47,12 @@ pub(crate) fn copy_error(error: &ConnectorError, context: &str) -> ConnectorErro
 impl Sink for ShopifyConnector {
     fn capabilities(&self, entity: EntityKind) -> Capabilities {
         match entity {
-            EntityKind::Product => Capabilities { write: true, lookup: true, ..Capabilities::default() },
-            EntityKind::PriceList | EntityKind::StockLevel | EntityKind::Shipment => {
-                Capabilities { write: true, ..Capabilities::default() }
-            }
+            EntityKind::Product => Capabilities { write: true, lookup: true, delete: true, ..Capabilities::default() },
+            EntityKind::PriceList
+            | EntityKind::StockLevel
+            | EntityKind::Shipment
+            | EntityKind::OrderStatus
+            | EntityKind::Document => Capabilities { write: true, ..Capabilities::default() },
             _ => Capabilities::default(),
         }
     }
@@ -86,10 +92,82 @@ impl Sink for ShopifyConnector {
             EntityKind::StockLevel => self.write_stock(batch, &context).await,
             EntityKind::PriceList => self.write_price_lists(batch, &context).await,
             EntityKind::Shipment => self.write_shipments(batch, &context).await,
+            EntityKind::OrderStatus | EntityKind::Document => self.write_order_changes(batch, &context).await,
             other => {
                 Err(ConnectorError::new(ErrorKind::InvalidRequest, &context, format!("shopify cannot write {other}")))
             }
         }
+    }
+
+    /// Products: `Archive` sets the status `ARCHIVED` with `productUpdate` (the product, its
+    /// variants and its history stay), `Delete` removes it with `productDelete`. A product
+    /// already gone counts as deleted.
+    async fn delete_batch(
+        &self,
+        entity: EntityKind,
+        items: &[DeleteItem],
+        mode: DeleteMode,
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let context = format!("deleting {entity} in shopify {:?}", self.system);
+        if entity != EntityKind::Product || mode == DeleteMode::Ignore {
+            let message = match mode {
+                DeleteMode::Ignore => "the flow ignores deletes".to_string(),
+                _ => format!("shopify cannot delete or archive {entity}"),
+            };
+            return Ok(items.iter().map(|_| failed(ErrorKind::InvalidRequest, &context, message.clone())).collect());
+        }
+        let archive_query = if self.config.api_version.as_str() >= "2024-10" {
+            "mutation Archive($id: ID!) { productUpdate(product: { id: $id, status: ARCHIVED }) { product { id status } userErrors { field message } } }"
+        } else {
+            "mutation Archive($id: ID!) { productUpdate(input: { id: $id, status: ARCHIVED }) { product { id status } userErrors { field message } } }"
+        };
+        let delete_query = "mutation Delete($id: ID!) { productDelete(input: { id: $id }) { deletedProductId userErrors { field message } } }";
+        let mut outcomes: Vec<WriteOutcome> = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let item_context = format!("{context}: {}", item.natural_key.as_deref().unwrap_or(&item.target_id));
+            if !item.target_id.starts_with("gid://shopify/Product/") {
+                outcomes.push(failed(
+                    ErrorKind::InvalidRequest,
+                    &item_context,
+                    format!("{:?} is not a Shopify product id", item.target_id),
+                ));
+                continue;
+            }
+            let (operation, query, root) = match mode {
+                DeleteMode::Archive => ("product_archive", archive_query, "productUpdate"),
+                _ => ("product_delete", delete_query, "productDelete"),
+            };
+            let data = match self.graphql(operation, 10.0, query, json!({ "id": item.target_id }), &item_context).await
+            {
+                Ok(data) => data,
+                Err(error) if error_is_per_item(&error) => {
+                    outcomes.push(WriteOutcome::Failed(error));
+                    continue;
+                }
+                Err(error) if index == 0 => return Err(error),
+                Err(error) => {
+                    for rest in &items[index..] {
+                        let rest_context =
+                            format!("{context}: {}", rest.natural_key.as_deref().unwrap_or(&rest.target_id));
+                        outcomes.push(WriteOutcome::Failed(copy_error(&error, &rest_context)));
+                    }
+                    return Ok(outcomes);
+                }
+            };
+            let payload = data.get(root).cloned().unwrap_or(Value::Null);
+            let errors = payload.get("userErrors").and_then(Value::as_array).cloned().unwrap_or_default();
+            let gone = errors.iter().any(|error| {
+                text(error, "message").is_some_and(|message| message.to_lowercase().contains("does not exist"))
+            });
+            outcomes.push(match (errors.is_empty(), gone, mode) {
+                (true, _, _) | (false, true, DeleteMode::Delete) => {
+                    WriteOutcome::Updated { target_id: item.target_id.clone() }
+                }
+                (false, true, _) => failed(ErrorKind::NotFound, &item_context, describe_user_errors(&errors)),
+                (false, false, _) => failed(ErrorKind::InvalidRequest, &item_context, describe_user_errors(&errors)),
+            });
+        }
+        Ok(outcomes)
     }
 }
 
@@ -742,6 +820,253 @@ impl ShopifyConnector {
             map::at(&payload, "fulfillment.id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
                 ConnectorError::new(ErrorKind::InvalidResponse, context, "fulfillmentCreate returned no fulfillment")
             })?;
+        Ok(match item.target_id {
+            Some(_) => WriteOutcome::Updated { target_id },
+            None => WriteOutcome::Created { target_id },
+        })
+    }
+}
+
+/// An order as the status and document writes need it.
+struct OrderInShop {
+    id: String,
+    name: String,
+    cancelled: bool,
+    closed: bool,
+}
+
+/// An order name from an order number: a leading `#` is added to a bare number.
+fn order_name(number: &str) -> String {
+    if number.starts_with('#') || number.parse::<u64>().is_err() { number.to_string() } else { format!("#{number}") }
+}
+
+/// `OrderCancelReason` from a status change's note: the reason's name when the note is one,
+/// else `OTHER`.
+fn cancel_reason(note: Option<&str>) -> &'static str {
+    match note.map(|note| note.trim().to_ascii_uppercase()).as_deref() {
+        Some("CUSTOMER") => "CUSTOMER",
+        Some("DECLINED") => "DECLINED",
+        Some("FRAUD") => "FRAUD",
+        Some("INVENTORY") => "INVENTORY",
+        Some("STAFF") => "STAFF",
+        _ => "OTHER",
+    }
+}
+
+impl ShopifyConnector {
+    /// The order a status change or document is about: by the link's GID when there is one
+    /// (`gid://shopify/Order/<id>`, with any `@…` or `#…` suffix), else by name.
+    async fn order_state(
+        &self,
+        target_id: Option<&str>,
+        number: &str,
+        context: &str,
+    ) -> Result<Option<OrderInShop>, ConnectorError> {
+        const FIELDS: &str = "id name cancelledAt closed";
+        let linked = target_id
+            .map(|id| id.split(['@', '#']).next().unwrap_or(id))
+            .filter(|id| id.starts_with("gid://shopify/Order/"));
+        let node = match linked {
+            Some(id) => {
+                let query = format!("query OrderState($id: ID!) {{ order(id: $id) {{ {FIELDS} }} }}");
+                let data = self.graphql("order_state", 1.0, &query, json!({ "id": id }), context).await?;
+                data.get("order").filter(|order| order.is_object()).cloned()
+            }
+            None => {
+                let name = order_name(number);
+                let query = format!(
+                    "query OrderByName($query: String!) {{ orders(first: 1, query: $query) {{ nodes {{ {FIELDS} }} }} }}"
+                );
+                let data = self
+                    .graphql("order_by_name", 3.0, &query, json!({ "query": format!("name:'{name}'") }), context)
+                    .await?;
+                nodes(data.get("orders"))
+                    .into_iter()
+                    .find(|order| text(order, "name").as_deref() == Some(name.as_str()))
+                    .cloned()
+            }
+        };
+        Ok(node.and_then(|node| {
+            Some(OrderInShop {
+                id: text(&node, "id")?,
+                name: text(&node, "name").unwrap_or_default(),
+                cancelled: node.get("cancelledAt").is_some_and(|at| !at.is_null()),
+                closed: node.get("closed").and_then(Value::as_bool).unwrap_or(false),
+            })
+        }))
+    }
+
+    /// Order status changes and documents: one outcome per record, a failure of the system
+    /// before anything was written failing the batch.
+    async fn write_order_changes(
+        &self,
+        batch: &WriteBatch,
+        context: &str,
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let mut outcomes = Vec::with_capacity(batch.items.len());
+        for item in &batch.items {
+            let item_context = format!("{context}: {}", item.natural_key);
+            let result = match &item.record {
+                Record::OrderStatus(change) => self.write_order_status(item, change, &item_context).await,
+                Record::Document(document) => self.write_document(item, document, &item_context).await,
+                other => Ok(failed(
+                    ErrorKind::InvalidRequest,
+                    &item_context,
+                    format!("expected an order status or a document, got a {}", other.kind()),
+                )),
+            };
+            match result {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(error) if error_is_per_item(&error) => outcomes.push(WriteOutcome::Failed(error)),
+                Err(error) if outcomes.iter().all(|outcome| matches!(outcome, WriteOutcome::Failed(_))) => {
+                    return Err(error);
+                }
+                Err(error) => {
+                    fail_rest(&mut outcomes, &batch.items, &error, context);
+                    return Ok(outcomes);
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// `cancelled` -> `orderCancel` (reason from the note, refund and restock as configured),
+    /// `completed` -> `orderClose`; both only when the order is not in that state yet. The
+    /// other states are what Shopify derives from payments and fulfilments: nothing is sent,
+    /// except that a closed order cannot be set back to open here.
+    async fn write_order_status(
+        &self,
+        item: &WriteItem,
+        change: &OrderStatusChange,
+        context: &str,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        let Some(order) = self.order_state(item.target_id.as_deref(), &change.order_number, context).await? else {
+            return Ok(WriteOutcome::Failed(
+                ConnectorError::new(
+                    ErrorKind::NotFound,
+                    context,
+                    format!("order_number: no order {} in the shop", order_name(&change.order_number)),
+                )
+                .with_retryable(true),
+            ));
+        };
+        let done = |order: &OrderInShop| match item.target_id {
+            Some(_) => WriteOutcome::Updated { target_id: order.id.clone() },
+            None => WriteOutcome::Created { target_id: order.id.clone() },
+        };
+        match change.state {
+            OrderState::Cancelled if !order.cancelled => {
+                let query = "mutation Cancel($orderId: ID!, $reason: OrderCancelReason!, $refund: Boolean!, $restock: Boolean!, $staffNote: String) { \
+                    orderCancel(orderId: $orderId, reason: $reason, refundMethod: { originalPaymentMethodsRefund: $refund }, restock: $restock, notifyCustomer: false, staffNote: $staffNote) { \
+                    job { id done } orderCancelUserErrors { field message code } } }";
+                let variables = json!({
+                    "orderId": order.id,
+                    "reason": cancel_reason(change.note.as_deref()),
+                    "refund": self.config.cancel_refund,
+                    "restock": self.config.cancel_restock,
+                    "staffNote": change.note,
+                });
+                let data = self.graphql("order_cancel", 10.0, query, variables, context).await?;
+                let errors = map::at(&data, "orderCancel.orderCancelUserErrors")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if !errors.is_empty() {
+                    let kind = match errors.iter().find_map(|error| text(error, "code")).as_deref() {
+                        Some("NOT_FOUND") => ErrorKind::NotFound,
+                        Some("NO_REFUND_PERMISSION") => ErrorKind::Permission,
+                        _ => ErrorKind::InvalidRequest,
+                    };
+                    return Ok(failed(kind, context, describe_user_errors(&errors)));
+                }
+                Ok(done(&order))
+            }
+            OrderState::Completed if !order.closed => {
+                let query = "mutation Close($id: ID!) { orderClose(input: { id: $id }) { order { id closed } userErrors { field message } } }";
+                let data = self.graphql("order_close", 10.0, query, json!({ "id": order.id }), context).await?;
+                let errors =
+                    map::at(&data, "orderClose.userErrors").and_then(Value::as_array).cloned().unwrap_or_default();
+                if !errors.is_empty() {
+                    return Ok(failed(ErrorKind::InvalidRequest, context, describe_user_errors(&errors)));
+                }
+                Ok(done(&order))
+            }
+            OrderState::Open | OrderState::Processing | OrderState::OnHold if order.closed || order.cancelled => {
+                Ok(failed(
+                    ErrorKind::Conflict,
+                    context,
+                    format!(
+                        "state: order {} is {} in the shop; erpsync does not reopen orders",
+                        order.name,
+                        if order.cancelled { "cancelled" } else { "closed" }
+                    ),
+                ))
+            }
+            _ => Ok(done(&order)),
+        }
+    }
+
+    /// A document as metafields of its order in `document_namespace`: `<kind>_number`,
+    /// `<kind>_date`, `<kind>_total` (money) and `<kind>_url` (when the PDF is a URL), one
+    /// atomic `metafieldsSet`. A later document of the same kind replaces the values.
+    async fn write_document(
+        &self,
+        item: &WriteItem,
+        document: &Document,
+        context: &str,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        let Some(order_number) = document.order_number.as_deref().filter(|number| !number.trim().is_empty()) else {
+            return Ok(failed(
+                ErrorKind::InvalidRequest,
+                context,
+                "order_number: shopify keeps documents on their order, and this one names no order",
+            ));
+        };
+        let Some(order) = self.order_state(item.target_id.as_deref(), order_number, context).await? else {
+            return Ok(WriteOutcome::Failed(
+                ConnectorError::new(
+                    ErrorKind::NotFound,
+                    context,
+                    format!("order_number: no order {} in the shop", order_name(order_number)),
+                )
+                .with_retryable(true),
+            ));
+        };
+        let prefix = document.kind.as_str();
+        let namespace = &self.config.document_namespace;
+        let metafield = |key: &str, kind: &str, value: String| json!({ "ownerId": order.id, "namespace": namespace, "key": format!("{prefix}_{key}"), "type": kind, "value": value });
+        let mut metafields = vec![metafield("number", "single_line_text_field", document.number.clone())];
+        if let Some(issued_at) = document.issued_at {
+            metafields.push(metafield("date", "date", issued_at.date_naive().to_string()));
+        }
+        let total = json!({ "amount": document.totals.total.round_dp(2).to_string(), "currency_code": document.currency.as_str() });
+        metafields.push(metafield("total", "money", total.to_string()));
+        if let Some(Pdf::Url { url }) = &document.pdf {
+            metafields.push(metafield("url", "url", url.clone()));
+        }
+        let query = "mutation Documents($metafields: [MetafieldsSetInput!]!) { metafieldsSet(metafields: $metafields) { metafields { id key } userErrors { field message code elementIndex } } }";
+        let data = self.graphql("metafields_set", 10.0, query, json!({ "metafields": metafields }), context).await?;
+        let errors = map::at(&data, "metafieldsSet.userErrors").and_then(Value::as_array).cloned().unwrap_or_default();
+        if !errors.is_empty() {
+            // Name the metafield of each error (`invoice_url: …`) rather than its index.
+            let messages: Vec<String> = errors
+                .iter()
+                .map(|error| {
+                    let message = describe_user_errors(std::slice::from_ref(error));
+                    let key = error
+                        .get("elementIndex")
+                        .and_then(Value::as_u64)
+                        .and_then(|index| metafields.get(index as usize))
+                        .and_then(|metafield| text(metafield, "key"));
+                    match key {
+                        Some(key) => format!("{key}: {message}"),
+                        None => message,
+                    }
+                })
+                .collect();
+            return Ok(failed(ErrorKind::InvalidRequest, context, messages.join("; ")));
+        }
+        let target_id = format!("{}#{prefix}", order.id);
         Ok(match item.target_id {
             Some(_) => WriteOutcome::Updated { target_id },
             None => WriteOutcome::Created { target_id },

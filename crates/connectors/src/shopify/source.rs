@@ -37,13 +37,18 @@ const PRODUCT_FIELDS_HEAD: &str =
 /// Variants on a product page; more are fetched for that product alone.
 const VARIANTS_PER_PRODUCT: usize = 25;
 const ORDER_LINE_FIELDS: &str = "id sku title quantity currentQuantity originalUnitPriceSet { shopMoney { amount currencyCode } } totalDiscountSet { shopMoney { amount } } taxLines { title rate priceSet { shopMoney { amount } } }";
-const LINES_PER_ORDER: usize = 20;
+/// Order lines on an order page: 5 keep an order at 83 points (20 cost 221, and a page held 4
+/// orders); an order with more lines is completed with follow-up queries.
+const LINES_PER_ORDER: usize = 5;
+/// Shipping lines on an order page; more are fetched for that order alone.
+const SHIPPING_LINES_PER_ORDER: usize = 2;
+const SHIPPING_LINE_FIELDS: &str =
+    "title code originalPriceSet { shopMoney { amount } } taxLines { title rate priceSet { shopMoney { amount } } }";
 const ORDER_FIELDS: &str = "id name email phone note tags createdAt processedAt updatedAt cancelledAt cancelReason closed \
     currencyCode presentmentCurrencyCode taxesIncluded displayFinancialStatus displayFulfillmentStatus sourceName \
     subtotalPriceSet { shopMoney { amount } } totalPriceSet { shopMoney { amount } } totalTaxSet { shopMoney { amount } } \
     totalShippingPriceSet { shopMoney { amount } } totalDiscountsSet { shopMoney { amount } } \
     taxLines { title rate priceSet { shopMoney { amount } } } \
-    shippingLines(first: 5) { nodes { title code originalPriceSet { shopMoney { amount } } taxLines { title rate priceSet { shopMoney { amount } } } } } \
     discountApplications(first: 5) { nodes { index ... on DiscountCodeApplication { code } ... on ManualDiscountApplication { title } ... on AutomaticDiscountApplication { title } } } \
     billingAddress { firstName lastName company address1 address2 city provinceCode countryCodeV2 zip phone } \
     shippingAddress { firstName lastName company address1 address2 city provinceCode countryCodeV2 zip phone } \
@@ -91,10 +96,11 @@ fn plan(entity: EntityKind) -> Option<ReadPlan> {
         EntityKind::Order => ReadPlan {
             connection: "orders",
             fields: format!(
-                "{ORDER_FIELDS} lineItems(first: {LINES_PER_ORDER}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {ORDER_LINE_FIELDS} }} }}"
+                "{ORDER_FIELDS} shippingLines(first: {SHIPPING_LINES_PER_ORDER}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {SHIPPING_LINE_FIELDS} }} }} \
+                 lineItems(first: {LINES_PER_ORDER}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {ORDER_LINE_FIELDS} }} }}"
             ),
-            max_page: 4,
-            cost_per_record: 230.0,
+            max_page: 12,
+            cost_per_record: 83.0,
             incremental: true,
         },
         EntityKind::OrderStatus => ReadPlan {
@@ -151,6 +157,17 @@ impl Source for ShopifyConnector {
         }
     }
 
+    fn can_fetch(&self, entity: EntityKind) -> bool {
+        fetch_fields(entity).is_some()
+    }
+
+    /// Orders, customers, products and order status by GID with `nodes(ids:)`, with the same
+    /// fields and conversion as the pages; a record that no longer exists is `None`. Order
+    /// status ids (`<order gid>@<updatedAt>`) give the order's current status.
+    async fn fetch(&self, entity: EntityKind, ids: &[String]) -> Result<Vec<Option<SourceRecord>>, ConnectorError> {
+        self.fetch_records(entity, ids).await
+    }
+
     async fn read_page(&self, request: &ReadRequest<'_>) -> Result<SourcePage, ConnectorError> {
         let context = format!("reading {} from shopify {:?}", request.entity, self.system);
         let plan = plan(request.entity).ok_or_else(|| {
@@ -205,61 +222,18 @@ impl Source for ShopifyConnector {
         })?;
         let mut items: Vec<Value> = nodes(Some(connection)).into_iter().cloned().collect();
         for item in &mut items {
-            match request.entity {
-                EntityKind::Product => {
-                    self.complete(item, "variants", "product", VARIANT_FIELDS, &context).await?;
-                }
-                EntityKind::Order => {
-                    self.complete(item, "lineItems", "order", ORDER_LINE_FIELDS, &context).await?;
-                }
-                _ => {}
-            }
+            self.complete_record(request.entity, item, &context).await?;
         }
 
         let mut newest = run.newest;
         let mut records = Vec::with_capacity(items.len());
-        let code_key = format!("{}.code", self.config.document_namespace);
         for item in &items {
-            let id = text(item, "id").unwrap_or_default();
             if let Some(at) =
                 item.get("updatedAt").and_then(Value::as_str).and_then(|text| DateTime::parse_from_rfc3339(text).ok())
             {
                 newest = newest.max(Some(at.with_timezone(&Utc)));
             }
-            let origin = Some(format!("{} {id}", plan.connection));
-            let problem = |message: String| RecordProblem { kind: "parse".into(), message, raw: item.clone() };
-            let converted: Vec<(String, Result<Record, RecordProblem>)> = match request.entity {
-                EntityKind::Product => {
-                    vec![(id.clone(), map::product(item, currency, &code_key).map(Record::Product).map_err(problem))]
-                }
-                EntityKind::Customer => vec![(id.clone(), map::customer(item).map(Record::Customer).map_err(problem))],
-                EntityKind::Order => vec![(id.clone(), map::order(item).map(Record::Order).map_err(problem))],
-                EntityKind::OrderStatus => {
-                    let at = text(item, "updatedAt").unwrap_or_default();
-                    vec![(format!("{id}@{at}"), map::order_status(item).map(Record::OrderStatus).map_err(problem))]
-                }
-                EntityKind::Refund => match map::refunds(item) {
-                    Ok(refunds) => refunds.into_iter().map(|(id, refund)| (id, Ok(Record::Refund(refund)))).collect(),
-                    Err(message) => vec![(id.clone(), Err(problem(message)))],
-                },
-                EntityKind::StockLevel => map::stock_levels(item)
-                    .into_iter()
-                    .map(|level| {
-                        let location_id = level.extra.get("shopify_location_id").and_then(Value::as_str).unwrap_or("");
-                        (format!("{id}@{location_id}"), Ok(Record::StockLevel(level)))
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for (source_id, content) in converted {
-                let content = content.and_then(|record| match record.validate() {
-                    Ok(()) => Ok(record),
-                    Err(errors) => {
-                        Err(RecordProblem { kind: "validation".into(), message: errors.to_string(), raw: item.clone() })
-                    }
-                });
-                records.push(SourceRecord { source_id, origin: origin.clone(), origin_group: None, content });
-            }
+            records.extend(self.convert(request.entity, plan.connection, item, currency));
         }
 
         let page_info = connection.get("pageInfo");
@@ -287,7 +261,148 @@ impl Source for ShopifyConnector {
     }
 }
 
+/// The ids `fetch` asks Shopify for: the GID of the record (for order status, the order's GID
+/// before the `@<updatedAt>` of the change).
+fn fetch_gid(entity: EntityKind, id: &str) -> Option<&str> {
+    let (kind, gid) = match entity {
+        EntityKind::Product => ("Product", id),
+        EntityKind::Customer => ("Customer", id),
+        EntityKind::Order => ("Order", id),
+        EntityKind::OrderStatus => ("Order", id.split('@').next().unwrap_or(id)),
+        _ => return None,
+    };
+    let number = gid.strip_prefix("gid://shopify/")?.strip_prefix(kind)?.strip_prefix('/')?;
+    (!number.is_empty() && number.chars().all(|c| c.is_ascii_digit())).then_some(gid)
+}
+
+/// The fields of one record as `fetch` reads it: the same as a page's nodes.
+fn fetch_fields(entity: EntityKind) -> Option<(&'static str, String, f64)> {
+    let plan = plan(entity)?;
+    let kind = match entity {
+        EntityKind::Product => "Product",
+        EntityKind::Customer => "Customer",
+        EntityKind::Order | EntityKind::OrderStatus => "Order",
+        _ => return None,
+    };
+    Some((kind, plan.fields, plan.cost_per_record))
+}
+
+/// How many ids one `nodes(ids:)` query asks for: Shopify charges every id the cost of one
+/// record, and one query may not request more than 1000 points (1 for `shop`).
+pub fn fetch_chunk_size(entity: EntityKind) -> usize {
+    match fetch_fields(entity) {
+        Some((_, _, cost)) => (((crate::shopify::client::MAX_QUERY_COST - 1.0) / cost) as usize).clamp(1, 250),
+        None => 0,
+    }
+}
+
 impl ShopifyConnector {
+    /// Completes the nested lists of one record that its query cut short.
+    async fn complete_record(&self, entity: EntityKind, item: &mut Value, context: &str) -> Result<(), ConnectorError> {
+        match entity {
+            EntityKind::Product => self.complete(item, "variants", "product", VARIANT_FIELDS, context).await,
+            EntityKind::Order => {
+                self.complete(item, "lineItems", "order", ORDER_LINE_FIELDS, context).await?;
+                self.complete(item, "shippingLines", "order", SHIPPING_LINE_FIELDS, context).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One node as source records (a refund node gives several, a stock node one per location).
+    fn convert(&self, entity: EntityKind, connection: &str, item: &Value, currency: Currency) -> Vec<SourceRecord> {
+        let code_key = format!("{}.code", self.config.document_namespace);
+        let id = text(item, "id").unwrap_or_default();
+        let origin = Some(format!("{connection} {id}"));
+        let problem = |message: String| RecordProblem { kind: "parse".into(), message, raw: item.clone() };
+        let converted: Vec<(String, Result<Record, RecordProblem>)> = match entity {
+            EntityKind::Product => {
+                vec![(id.clone(), map::product(item, currency, &code_key).map(Record::Product).map_err(problem))]
+            }
+            EntityKind::Customer => vec![(id.clone(), map::customer(item).map(Record::Customer).map_err(problem))],
+            EntityKind::Order => vec![(id.clone(), map::order(item).map(Record::Order).map_err(problem))],
+            EntityKind::OrderStatus => {
+                let at = text(item, "updatedAt").unwrap_or_default();
+                vec![(format!("{id}@{at}"), map::order_status(item).map(Record::OrderStatus).map_err(problem))]
+            }
+            EntityKind::Refund => match map::refunds(item) {
+                Ok(refunds) => refunds.into_iter().map(|(id, refund)| (id, Ok(Record::Refund(refund)))).collect(),
+                Err(message) => vec![(id.clone(), Err(problem(message)))],
+            },
+            EntityKind::StockLevel => map::stock_levels(item)
+                .into_iter()
+                .map(|level| {
+                    let location_id = level.extra.get("shopify_location_id").and_then(Value::as_str).unwrap_or("");
+                    (format!("{id}@{location_id}"), Ok(Record::StockLevel(level)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        converted
+            .into_iter()
+            .map(|(source_id, content)| {
+                let content = content.and_then(|record| match record.validate() {
+                    Ok(()) => Ok(record),
+                    Err(errors) => {
+                        Err(RecordProblem { kind: "validation".into(), message: errors.to_string(), raw: item.clone() })
+                    }
+                });
+                SourceRecord { source_id, origin: origin.clone(), origin_group: None, content }
+            })
+            .collect()
+    }
+
+    /// Records by id with `nodes(ids:)`, in chunks whose requested cost stays under 1000.
+    async fn fetch_records(
+        &self,
+        entity: EntityKind,
+        ids: &[String],
+    ) -> Result<Vec<Option<SourceRecord>>, ConnectorError> {
+        let context = format!("reading {entity} by id from shopify {:?}", self.system);
+        let Some((kind, fields, cost)) = fetch_fields(entity) else {
+            return Err(ConnectorError::new(
+                ErrorKind::InvalidRequest,
+                &context,
+                format!("shopify cannot read {entity} by id"),
+            ));
+        };
+        let query = format!(
+            "query Fetch($ids: [ID!]!) {{ shop {{ currencyCode }} nodes(ids: $ids) {{ ... on {kind} {{ {fields} }} }} }}"
+        );
+        // An id that is not a GID of this entity names no record of it: it is not sent (Shopify
+        // refuses malformed ids for the whole query).
+        let wanted: Vec<(usize, &str)> =
+            ids.iter().enumerate().filter_map(|(index, id)| Some((index, fetch_gid(entity, id)?))).collect();
+        let mut found: Vec<Option<SourceRecord>> = vec![None; ids.len()];
+        for chunk in wanted.chunks(fetch_chunk_size(entity)) {
+            let gids: Vec<&str> = chunk.iter().map(|(_, gid)| *gid).collect();
+            let estimate = 1.0 + gids.len() as f64 * cost;
+            let data = self.graphql("fetch_by_id", estimate, &query, json!({ "ids": gids }), &context).await?;
+            let currency: Currency = data
+                .get("shop")
+                .and_then(|shop| text(shop, "currencyCode"))
+                .and_then(|code| code.parse().ok())
+                .unwrap_or_default();
+            let nodes = data.get("nodes").and_then(Value::as_array).cloned().unwrap_or_default();
+            if nodes.len() != chunk.len() {
+                return Err(ConnectorError::new(
+                    ErrorKind::InvalidResponse,
+                    &context,
+                    format!("asked for {} ids, got {} nodes", chunk.len(), nodes.len()),
+                ));
+            }
+            for ((index, gid), mut node) in chunk.iter().zip(nodes) {
+                // A deleted record is `null`; a node of another type has none of the fields.
+                if text(&node, "id").as_deref() != Some(*gid) {
+                    continue;
+                }
+                self.complete_record(entity, &mut node, &context).await?;
+                found[*index] = self.convert(entity, "nodes", &node, currency).into_iter().next();
+            }
+        }
+        Ok(found)
+    }
+
     /// Fetches the rest of a nested connection that the page cut short, appending its nodes,
     /// so that a record is never converted with half its variants or lines.
     async fn complete(

@@ -8,7 +8,9 @@
 
 use crate::shopify::ShopifyConnector;
 use crate::shopify::map::{describe_user_errors, nodes, text};
-use crate::{ConnectorError, ErrorKind, Subscription, VerifiedDelivery, WebhookReceiver, WebhookSubscriptions};
+use crate::{
+    ConnectorError, ErrorKind, EventRef, Subscription, VerifiedDelivery, WebhookReceiver, WebhookSubscriptions,
+};
 use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -82,7 +84,139 @@ pub fn verify_delivery(
     })
 }
 
+/// What a delivery of a topic is about, by the topic's resource.
+enum TopicKind {
+    /// The body is an order: the order and its status changed.
+    Order,
+    /// `orders/edited`: the order's id is `order_edit.order_id`.
+    OrderEdit,
+    Product,
+    Customer,
+    /// The body is a refund (`order_id` names its order).
+    Refund,
+    /// Stock: the body names an inventory item and a location, not the variant that erpsync's
+    /// stock ids are made of, so the flows pull.
+    Stock,
+    /// Nothing erpsync reads changed (fulfillments are written by erpsync, not read; bulk
+    /// operations, app and shop events).
+    Nothing,
+}
+
+fn topic_kind(topic: &str) -> Option<TopicKind> {
+    Some(match topic {
+        "orders/create"
+        | "orders/updated"
+        | "orders/paid"
+        | "orders/cancelled"
+        | "orders/fulfilled"
+        | "orders/partially_fulfilled"
+        | "orders/delete" => TopicKind::Order,
+        "orders/edited" => TopicKind::OrderEdit,
+        "products/create" | "products/update" | "products/delete" => TopicKind::Product,
+        "customers/create" | "customers/update" | "customers/delete" | "customers/enable" | "customers/disable" => {
+            TopicKind::Customer
+        }
+        "refunds/create" => TopicKind::Refund,
+        "inventory_levels/update"
+        | "inventory_levels/connect"
+        | "inventory_levels/disconnect"
+        | "inventory_items/create"
+        | "inventory_items/update"
+        | "inventory_items/delete" => TopicKind::Stock,
+        "fulfillments/create"
+        | "fulfillments/update"
+        | "bulk_operations/finish"
+        | "app/uninstalled"
+        | "app/scopes_update"
+        | "shop/update" => TopicKind::Nothing,
+        _ => return None,
+    })
+}
+
+/// The GID of the record a REST-shaped body is about: `admin_graphql_api_id` when it is a GID
+/// of `kind`, else built from the numeric `id` (deletes carry only `{"id": …}`).
+fn body_gid(body: &Value, kind: &str, id_field: &str, gid_field: Option<&str>) -> Option<String> {
+    let prefix = format!("gid://shopify/{kind}/");
+    if let Some(gid) = gid_field.and_then(|field| body.get(field)).and_then(Value::as_str)
+        && let Some(number) = gid.strip_prefix(&prefix)
+        && !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit())
+    {
+        return Some(gid.to_string());
+    }
+    let number = match body.get(id_field)? {
+        Value::Number(number) => number.as_u64()?.to_string(),
+        Value::String(text) if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) => text.clone(),
+        _ => return None,
+    };
+    Some(format!("{prefix}{number}"))
+}
+
+/// The records a delivery of `topic` with `body` is about, as the source ids the Shopify
+/// source gives them. Pure, for tests and the receiver.
+pub fn decode_delivery(topic: &str, body: &[u8]) -> Result<Option<Vec<EventRef>>, ConnectorError> {
+    let context = format!("reading a shopify webhook of topic {topic:?}");
+    let invalid = |message: String| ConnectorError::new(ErrorKind::InvalidRequest, &context, message);
+    let topic = topic.trim().to_ascii_lowercase();
+    let kind = topic_kind(&topic).ok_or_else(|| invalid(format!("erpsync does not know the topic {topic:?}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|error| invalid(format!("the body is not JSON: {error}")))?;
+    if !value.is_object() {
+        return Err(invalid("the body is not a JSON object".into()));
+    }
+    let no_id = || invalid("the body names no record (no admin_graphql_api_id, no id)".into());
+    let event = |entity: EntityKind, id: String| EventRef { entity, id };
+    Ok(Some(match kind {
+        TopicKind::Order => {
+            let gid = body_gid(&value, "Order", "id", Some("admin_graphql_api_id")).ok_or_else(no_id)?;
+            let mut events = vec![event(EntityKind::Order, gid.clone())];
+            // The status change's id is the order's GID at its `updatedAt`, in UTC as the
+            // GraphQL API prints it.
+            if let Some(at) =
+                value.get("updated_at").and_then(Value::as_str).and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            {
+                let at = at.with_timezone(&Utc).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                events.push(event(EntityKind::OrderStatus, format!("{gid}@{at}")));
+            }
+            events
+        }
+        TopicKind::OrderEdit => {
+            let edit = value.get("order_edit").ok_or_else(no_id)?;
+            let gid = body_gid(edit, "Order", "order_id", None).ok_or_else(no_id)?;
+            vec![event(EntityKind::Order, gid)]
+        }
+        TopicKind::Product => {
+            vec![event(
+                EntityKind::Product,
+                body_gid(&value, "Product", "id", Some("admin_graphql_api_id")).ok_or_else(no_id)?,
+            )]
+        }
+        TopicKind::Customer => {
+            vec![event(
+                EntityKind::Customer,
+                body_gid(&value, "Customer", "id", Some("admin_graphql_api_id")).ok_or_else(no_id)?,
+            )]
+        }
+        TopicKind::Refund => {
+            vec![event(
+                EntityKind::Refund,
+                body_gid(&value, "Refund", "id", Some("admin_graphql_api_id")).ok_or_else(no_id)?,
+            )]
+        }
+        TopicKind::Stock => return Ok(None),
+        TopicKind::Nothing => Vec::new(),
+    }))
+}
+
 impl WebhookReceiver for ShopifyConnector {
+    /// Orders (and their status), products, customers and refunds by GID; stock deliveries
+    /// make the flows pull; fulfillment, bulk operation, app and shop events are about nothing
+    /// erpsync reads. A topic erpsync does not know, or a body that is not a JSON object with
+    /// the record's id, is an invalid request.
+    fn decode(&self, topic: &str, body: &[u8]) -> Result<Option<Vec<EventRef>>, ConnectorError> {
+        decode_delivery(topic, body)
+    }
+
     /// Verifies an inbound webhook over its raw body. Without `webhook_secret` every delivery
     /// is rejected.
     fn verify(

@@ -194,7 +194,27 @@ fn field_cost(field: &ResolvedField) -> u64 {
     if is_connection(field) {
         return 2 + page_size(field).saturating_mul(node_cost(field));
     }
-    1 + field.selections.iter().map(field_cost).sum::<u64>()
+    // `nodes(ids:)` returns one object per id: its size is known before execution.
+    if let Some(ids) = field.argument("ids").and_then(Json::as_array) {
+        return (ids.len() as u64).saturating_mul(object_cost(field));
+    }
+    object_cost(field)
+}
+
+/// One object: 1 plus its selections. Selections made under `... on Type` apply to one type
+/// only, so an interface or union costs the most expensive of its types ("maximum of possible
+/// selections"), not their sum.
+fn object_cost(field: &ResolvedField) -> u64 {
+    let mut common = 0u64;
+    let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
+    for selection in &field.selections {
+        let cost = field_cost(selection);
+        match selection.type_condition.as_deref() {
+            Some(kind) => *by_type.entry(kind).or_default() += cost,
+            None => common += cost,
+        }
+    }
+    1 + common + by_type.values().copied().max().unwrap_or(0)
 }
 
 /// The cost of one node of a connection: what is selected under `edges { node }` or `nodes`
@@ -280,6 +300,13 @@ mod tests {
         assert_eq!(
             cost("{ products(first: 10) { nodes { id variants(first: 5) { nodes { sku } } } } }"),
             2 + 10 * (1 + 2 + 5)
+        );
+        // One object per id; an interface costs its most expensive type.
+        assert_eq!(
+            cost(
+                r#"{ nodes(ids: ["gid://shopify/Order/1", "gid://shopify/Order/2", "gid://shopify/Product/3"]) { id ... on Order { customer { id } lineItems(first: 5) { nodes { sku } } } ... on Product { title } } }"#
+            ),
+            3 * (1 + 1 + 2 + 5)
         );
         assert_eq!(cost("mutation { a: productSet(input: {}) { product { id } } }"), 10);
     }

@@ -149,6 +149,17 @@ fn typename(obj: &Obj) -> &'static str {
 pub fn validate(fields: &[ResolvedField], path: &mut Vec<String>, errors: &mut Vec<Json>) {
     for field in fields {
         path.push(field.key.clone());
+        if field.name == "nodes"
+            && let Some(ids) = field.argument("ids").and_then(Json::as_array)
+            && ids.len() > MAX_PAGE_SIZE as usize
+        {
+            errors.push(json!({
+                "message": format!("The ids argument of nodes accepts at most {MAX_PAGE_SIZE} ids, got {}", ids.len()),
+                "locations": [{"line": field.position.line, "column": field.position.column}],
+                "path": path,
+                "extensions": {"code": "BAD_REQUEST"},
+            }));
+        }
         if is_connection(field) {
             let first = field.argument("first");
             let last = field.argument("last");
@@ -483,7 +494,11 @@ impl<'a> Executor<'a> {
                         Some("email") => o.email.as_deref().map(text).into_iter().collect(),
                         Some("financial_status") => vec![text(&o.financial_status)],
                         Some("fulfillment_status") => vec![text(&o.fulfillment_status)],
-                        Some("status") => vec![text(if o.cancelled_at.is_some() { "cancelled" } else { "open" })],
+                        Some("status") => vec![text(match (o.cancelled_at, o.closed_at) {
+                            (Some(_), _) => "cancelled",
+                            (None, Some(_)) => "closed",
+                            (None, None) => "open",
+                        })],
                         Some("customer_id") => {
                             o.customer_id.map(|c| SearchValue::Number(c as i64)).into_iter().collect()
                         }
@@ -720,6 +735,7 @@ impl<'a> Executor<'a> {
                 "ownerType" => json!(match *owner {
                     "ProductVariant" => "PRODUCTVARIANT",
                     "Customer" => "CUSTOMER",
+                    "Order" => "ORDER",
                     _ => "PRODUCT",
                 }),
                 "owner" => json!({"id": gid(owner, *owner_id)}),
@@ -942,6 +958,8 @@ impl<'a> Executor<'a> {
                         field,
                         c.addresses.iter().map(|a| Obj::Json(with_gid(a, "MailingAddress"))).collect(),
                     )?,
+                    "metafields" => self.metafields(field, "Customer", c.id, &c.metafields)?,
+                    "metafield" => Self::metafield(field, "Customer", c.id, &c.metafields),
                     "numberOfOrders" => {
                         value(json!(state.orders.values().filter(|o| o.customer_id == Some(c.id)).count().to_string()))
                     }
@@ -1177,7 +1195,11 @@ impl<'a> Executor<'a> {
             "createdAt" | "processedAt" => value(json!(timestamp(o.created_at))),
             "updatedAt" => value(json!(timestamp(o.updated_at))),
             "cancelledAt" => value(json!(o.cancelled_at.map(timestamp))),
-            "closed" => value(json!(false)),
+            "cancelReason" => value(json!(o.cancel_reason)),
+            "closed" => value(json!(o.closed_at.is_some())),
+            "closedAt" => value(json!(o.closed_at.map(timestamp))),
+            "metafields" => self.metafields(field, "Order", o.id, &o.metafields)?,
+            "metafield" => Self::metafield(field, "Order", o.id, &o.metafields),
             "currencyCode" => value(json!(o.currency)),
             "presentmentCurrencyCode" => value(json!(o.presentment_currency)),
             "taxesIncluded" => value(json!(o.taxes_included)),

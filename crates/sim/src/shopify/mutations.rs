@@ -92,6 +92,10 @@ pub fn execute(
     match field.name.as_str() {
         "productSet" => product_set(state, ctx, field),
         "productDelete" => product_delete(state, field),
+        "productUpdate" => product_update(state, ctx, field),
+        "orderCancel" => order_cancel(state, ctx, field),
+        "orderClose" => order_close(state, ctx, field),
+        "metafieldsSet" => metafields_set(state, ctx, field),
         "inventorySetQuantities" => inventory_set_quantities(state, ctx, field),
         "inventoryAdjustQuantities" => inventory_adjust_quantities(state, ctx, field),
         "customerCreate" | "customerUpdate" => customer_upsert(state, ctx, field),
@@ -1009,6 +1013,7 @@ fn customer_upsert(
                     tags: vec![],
                     addresses: vec![],
                     state: "DISABLED".into(),
+                    metafields: vec![],
                     created_at: now,
                     updated_at: now,
                 },
@@ -1693,4 +1698,366 @@ fn bulk_operation_cancel(
         payload(vec![("bulkOperation", Resolved::Object(Obj::BulkOperation(id))), ("userErrors", errors(vec![]))]),
         vec![],
     )
+}
+
+/// `OrderCancelReason` values.
+const CANCEL_REASONS: [&str; 6] = ["CUSTOMER", "DECLINED", "FRAUD", "INVENTORY", "OTHER", "STAFF"];
+
+/// `productUpdate(product: ProductUpdateInput!)` (`input: ProductInput!` before 2024-10): the
+/// scalar fields given are set, the others stay. The product's variants are untouched.
+fn product_update(
+    state: &mut ShopState,
+    ctx: &mut MutationContext,
+    field: &ResolvedField,
+) -> Result<MutationOutcome, String> {
+    let input = field
+        .argument("product")
+        .or_else(|| field.argument("input"))
+        .cloned()
+        .ok_or_else(|| "Field 'productUpdate' is missing required arguments: product".to_string())?;
+    let fail = |path: &[&str], message: &str| {
+        outcome(
+            payload(vec![("product", Resolved::Null), ("userErrors", errors(vec![user_error(path, message, None)]))]),
+            vec![],
+        )
+    };
+    let status = text(&input, "status");
+    if let Some(status) = &status
+        && !matches!(status.as_str(), "ACTIVE" | "ARCHIVED" | "DRAFT")
+    {
+        return Err(format!(
+            "Argument 'status' on InputObject 'ProductUpdateInput' has an invalid value ({status}). Expected type 'ProductStatus'."
+        ));
+    }
+    let Some(id) =
+        text(&input, "id").and_then(|s| parse_gid(&s, "Product")).filter(|id| state.products.contains_key(id))
+    else {
+        return fail(&["id"], "Product does not exist");
+    };
+    if let Some(title) = text(&input, "title")
+        && title.trim().is_empty()
+    {
+        return fail(&["title"], "Title can't be blank");
+    }
+    let Some(product) = state.products.get_mut(&id) else { return Err("internal error: product vanished".into()) };
+    if let Some(status) = status {
+        product.status = status;
+    }
+    if let Some(title) = text(&input, "title") {
+        product.title = title;
+    }
+    if let Some(vendor) = text(&input, "vendor") {
+        product.vendor = vendor;
+    }
+    if let Some(product_type) = text(&input, "productType") {
+        product.product_type = product_type;
+    }
+    if let Some(description) = text(&input, "descriptionHtml") {
+        product.description_html = description;
+    }
+    if let Some(tags) = strings(&input, "tags") {
+        product.tags = tags;
+    }
+    product.updated_at = ctx.now;
+    outcome(
+        payload(vec![("product", Resolved::Object(Obj::Product(id))), ("userErrors", errors(vec![]))]),
+        vec![Effect::Webhook { topic: "products/update".into(), payload: rest_product(state, id) }],
+    )
+}
+
+/// `orderCancel(orderId, reason, refundMethod | refund, restock, notifyCustomer, staffNote)`:
+/// Shopify answers with a job that cancels asynchronously; the simulator applies the
+/// cancellation at once and answers with the job not yet `done`. Refused (in
+/// `orderCancelUserErrors`) for an unknown order and an order already cancelled.
+fn order_cancel(
+    state: &mut ShopState,
+    ctx: &mut MutationContext,
+    field: &ResolvedField,
+) -> Result<MutationOutcome, String> {
+    let missing: Vec<&str> = [
+        ("orderId", field.argument("orderId").is_none()),
+        ("reason", field.argument("reason").is_none()),
+        ("restock", field.argument("restock").is_none()),
+        ("refundMethod", field.argument("refundMethod").is_none() && field.argument("refund").is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, absent)| absent.then_some(name))
+    .collect();
+    if !missing.is_empty() {
+        return Err(format!("Field 'orderCancel' is missing required arguments: {}", missing.join(", ")));
+    }
+    let reason = field.argument("reason").and_then(Json::as_str).unwrap_or("");
+    if !CANCEL_REASONS.contains(&reason) {
+        return Err(format!(
+            "Argument 'reason' on Field 'orderCancel' has an invalid value ({reason}). Expected type 'OrderCancelReason!'."
+        ));
+    }
+    let fail = |path: &[&str], message: &str, code: &str| {
+        let error = user_error(path, message, Some(code));
+        outcome(
+            payload(vec![
+                ("job", Resolved::Null),
+                ("orderCancelUserErrors", errors(vec![error.clone()])),
+                ("userErrors", errors(vec![json!({"field": error["field"], "message": error["message"]})])),
+            ]),
+            vec![],
+        )
+    };
+    let order_id = field.argument("orderId").and_then(Json::as_str).and_then(|s| parse_gid(s, "Order"));
+    let Some(order) = order_id.and_then(|id| state.orders.get_mut(&id)) else {
+        return fail(&["orderId"], "Order does not exist", "NOT_FOUND");
+    };
+    if order.cancelled_at.is_some() {
+        return fail(&["orderId"], "Order has already been cancelled", "INVALID");
+    }
+    let refund = field.argument("refund").and_then(Json::as_bool).unwrap_or(false)
+        || field
+            .argument("refundMethod")
+            .and_then(|method| method.get("originalPaymentMethodsRefund"))
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
+    let now = ctx.now;
+    order.cancelled_at = Some(now);
+    order.cancel_reason = Some(reason.to_string());
+    order.financial_status = match order.financial_status.as_str() {
+        "PENDING" | "AUTHORIZED" => "VOIDED".into(),
+        "PAID" | "PARTIALLY_PAID" | "PARTIALLY_REFUNDED" if refund => "REFUNDED".into(),
+        other => other.to_string(),
+    };
+    if let Some(note) = field.argument("staffNote").and_then(Json::as_str) {
+        order.note = Some(note.to_string());
+    }
+    order.updated_at = now;
+    let id = order.id;
+    let fulfillment_orders = order.fulfillment_order_ids.clone();
+    for fo_id in fulfillment_orders {
+        if let Some(fo) = state.fulfillment_orders.get_mut(&fo_id)
+            && matches!(fo.status.as_str(), "OPEN" | "IN_PROGRESS" | "SCHEDULED" | "ON_HOLD")
+        {
+            fo.status = "CLOSED".into();
+            fo.updated_at = now;
+        }
+    }
+    let job_id = state.allocate_id();
+    let order_payload = rest_order(state, id);
+    outcome(
+        payload(vec![
+            ("job", Resolved::Value(json!({"id": gid("Job", job_id), "done": false}))),
+            ("orderCancelUserErrors", errors(vec![])),
+            ("userErrors", errors(vec![])),
+        ]),
+        vec![
+            Effect::Webhook { topic: "orders/cancelled".into(), payload: order_payload.clone() },
+            Effect::Webhook { topic: "orders/updated".into(), payload: order_payload },
+        ],
+    )
+}
+
+/// `orderClose(input: {id})`: marks the order as closed (archived). Closing a closed order
+/// changes nothing.
+fn order_close(
+    state: &mut ShopState,
+    ctx: &mut MutationContext,
+    field: &ResolvedField,
+) -> Result<MutationOutcome, String> {
+    let input = field
+        .argument("input")
+        .cloned()
+        .ok_or_else(|| "Field 'orderClose' is missing required arguments: input".to_string())?;
+    let order_id = text(&input, "id").and_then(|s| parse_gid(&s, "Order"));
+    let Some(order) = order_id.and_then(|id| state.orders.get_mut(&id)) else {
+        return outcome(
+            payload(vec![
+                ("order", Resolved::Null),
+                ("userErrors", errors(vec![user_error(&["id"], "Order does not exist", None)])),
+            ]),
+            vec![],
+        );
+    };
+    let id = order.id;
+    let mut effects = Vec::new();
+    if order.closed_at.is_none() {
+        order.closed_at = Some(ctx.now);
+        order.updated_at = ctx.now;
+        effects.push(Effect::Webhook { topic: "orders/updated".into(), payload: rest_order(state, id) });
+    }
+    outcome(payload(vec![("order", Resolved::Object(Obj::Order(id))), ("userErrors", errors(vec![]))]), effects)
+}
+
+/// At most this many metafields per `metafieldsSet` call.
+pub const MAX_METAFIELDS_SET: usize = 25;
+
+/// Metafield types the simulator checks values of; other valid type names are stored as given.
+const METAFIELD_TYPES: [&str; 12] = [
+    "single_line_text_field",
+    "multi_line_text_field",
+    "number_integer",
+    "number_decimal",
+    "boolean",
+    "date",
+    "date_time",
+    "url",
+    "json",
+    "money",
+    "rich_text_field",
+    "color",
+];
+
+/// Why `value` is not a valid value of metafield `type`, if it is not.
+fn metafield_value_problem(kind: &str, value: &str) -> Option<String> {
+    let ok = match kind {
+        "single_line_text_field" => !value.contains('\n'),
+        "number_integer" => value.trim().parse::<i64>().is_ok(),
+        "number_decimal" => {
+            parse_cents(&json!(value)).is_some() || value.trim().parse::<f64>().is_ok_and(f64::is_finite)
+        }
+        "boolean" => matches!(value, "true" | "false"),
+        "date" => chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok(),
+        "date_time" => {
+            DateTime::parse_from_rfc3339(value).is_ok()
+                || chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S").is_ok()
+        }
+        "url" => {
+            (value.starts_with("https://") || value.starts_with("http://"))
+                && value.len() > "https://".len()
+                && !value.contains(char::is_whitespace)
+        }
+        "json" | "rich_text_field" => serde_json::from_str::<Json>(value).is_ok(),
+        "money" => serde_json::from_str::<Json>(value).ok().is_some_and(|money| {
+            money.get("amount").is_some_and(|amount| parse_cents(amount).is_some())
+                && money.get("currency_code").and_then(Json::as_str).is_some_and(|code| code.len() == 3)
+        }),
+        _ => true,
+    };
+    (!ok).then(|| format!("Value is invalid for the metafield type {kind}."))
+}
+
+/// `metafieldsSet(metafields: [MetafieldsSetInput!]!)`: creates or updates up to 25
+/// metafields on their owners (products, variants, customers, orders). Atomic: one invalid
+/// input and nothing is saved; each error names its element (`elementIndex`).
+fn metafields_set(
+    state: &mut ShopState,
+    ctx: &mut MutationContext,
+    field: &ResolvedField,
+) -> Result<MutationOutcome, String> {
+    let inputs = field
+        .argument("metafields")
+        .and_then(Json::as_array)
+        .cloned()
+        .ok_or_else(|| "Field 'metafieldsSet' is missing required arguments: metafields".to_string())?;
+    let refuse = |user_errors: Vec<Json>| {
+        outcome(payload(vec![("metafields", Resolved::Null), ("userErrors", errors(user_errors))]), vec![])
+    };
+    if inputs.len() > MAX_METAFIELDS_SET {
+        let mut error = user_error(
+            &["metafields"],
+            format!("Exceeded the maximum metafields input limit of {MAX_METAFIELDS_SET}."),
+            Some("LESS_THAN_OR_EQUAL_TO"),
+        );
+        error["elementIndex"] = Json::Null;
+        return refuse(vec![error]);
+    }
+    let mut user_errors = Vec::new();
+    // (owner type, owner id, namespace, key, type, value)
+    let mut accepted: Vec<(&'static str, u64, String, String, String, String)> = Vec::new();
+    for (index, input) in inputs.iter().enumerate() {
+        let position = index.to_string();
+        let mut fail = |name: &str, message: String, code: &str| {
+            let mut error = user_error(&["metafields", &position, name], message, Some(code));
+            error["elementIndex"] = json!(index);
+            user_errors.push(error);
+        };
+        let owner_gid = text(input, "ownerId").unwrap_or_default();
+        let owner = [
+            ("Product", "Product"),
+            ("ProductVariant", "ProductVariant"),
+            ("Customer", "Customer"),
+            ("Order", "Order"),
+        ]
+        .into_iter()
+        .find_map(|(kind, name)| parse_gid(&owner_gid, kind).map(|id| (name, id)))
+        .filter(|(kind, id)| match *kind {
+            "Product" => state.products.contains_key(id),
+            "ProductVariant" => state.variants.contains_key(id),
+            "Customer" => state.customers.contains_key(id),
+            _ => state.orders.contains_key(id),
+        });
+        let namespace = text(input, "namespace").unwrap_or_default();
+        let key = text(input, "key").unwrap_or_default();
+        let value = text(input, "value");
+        let existing = owner.and_then(|(kind, id)| {
+            state
+                .metafields_of(kind, id)
+                .iter()
+                .find(|m| m.namespace == namespace && m.key == key)
+                .map(|m| m.kind.clone())
+        });
+        let kind = text(input, "type").or(existing);
+        let Some((owner_kind, owner_id)) = owner else {
+            fail("ownerId", "Owner does not exist.".into(), "INVALID");
+            continue;
+        };
+        let mut valid = true;
+        if namespace.chars().count() < 3 {
+            fail("namespace", "Namespace is too short (minimum is 3 characters)".into(), "TOO_SHORT");
+            valid = false;
+        } else if namespace.chars().count() > 255 {
+            fail("namespace", "Namespace is too long (maximum is 255 characters)".into(), "TOO_LONG");
+            valid = false;
+        }
+        if key.chars().count() < 2 {
+            fail("key", "Key is too short (minimum is 2 characters)".into(), "TOO_SHORT");
+            valid = false;
+        } else if key.chars().count() > 64 {
+            fail("key", "Key is too long (maximum is 64 characters)".into(), "TOO_LONG");
+            valid = false;
+        } else if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            fail("key", "Key contains one or more invalid characters.".into(), "INVALID");
+            valid = false;
+        }
+        let Some(kind) = kind else {
+            fail("type", "Type can't be blank".into(), "BLANK");
+            continue;
+        };
+        if !METAFIELD_TYPES.contains(&kind.as_str()) && !kind.starts_with("list.") {
+            fail("type", format!("Type '{kind}' is not a valid metafield type."), "INVALID_TYPE");
+            continue;
+        }
+        let Some(value) = value.filter(|value| !value.trim().is_empty()) else {
+            fail("value", "Value can't be blank.".into(), "BLANK");
+            continue;
+        };
+        if let Some(problem) = metafield_value_problem(&kind, &value) {
+            fail("value", problem, "INVALID_VALUE");
+            continue;
+        }
+        if valid {
+            accepted.push((owner_kind, owner_id, namespace, key, kind, value));
+        }
+    }
+    if !user_errors.is_empty() {
+        return refuse(user_errors);
+    }
+    let mut written = Vec::new();
+    for (owner_kind, owner_id, namespace, key, kind, value) in accepted {
+        let new_id = state.allocate_id();
+        let list = state.metafields_of_mut(owner_kind, owner_id);
+        let metafield = match list.iter_mut().find(|m| m.namespace == namespace && m.key == key) {
+            Some(existing) => {
+                if existing.value != value || existing.kind != kind {
+                    existing.value = value;
+                    existing.kind = kind;
+                    existing.updated_at = ctx.now;
+                }
+                existing.clone()
+            }
+            None => {
+                let metafield = Metafield { id: new_id, namespace, key, value, kind, updated_at: ctx.now };
+                list.push(metafield.clone());
+                metafield
+            }
+        };
+        written.push(Resolved::Object(Obj::Metafield(Box::new(metafield), owner_kind, owner_id)));
+    }
+    outcome(payload(vec![("metafields", Resolved::List(written)), ("userErrors", errors(vec![]))]), vec![])
 }

@@ -141,6 +141,7 @@ pub struct Customer {
     pub tags: Vec<String>,
     pub addresses: Vec<Json>,
     pub state: String,
+    pub metafields: Vec<Metafield>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -218,6 +219,11 @@ pub struct Order {
     pub fulfillments: Vec<Fulfillment>,
     pub fulfillment_order_ids: Vec<u64>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// `OrderCancelReason` of a cancelled order (`CUSTOMER`, `FRAUD`, …).
+    pub cancel_reason: Option<String>,
+    /// Set by `orderClose`: the order is archived.
+    pub closed_at: Option<DateTime<Utc>>,
+    pub metafields: Vec<Metafield>,
     pub note: Option<String>,
     pub tags: Vec<String>,
     pub created_at: DateTime<Utc>,
@@ -325,6 +331,30 @@ pub struct ShopState {
 impl ShopState {
     pub fn new() -> Self {
         Self { next_id: 1_000_001, next_order_number: 1001, ..Default::default() }
+    }
+
+    /// The metafields of an owner (`Product`, `ProductVariant`, `Customer`, `Order`); empty for
+    /// an unknown owner.
+    pub fn metafields_of(&self, owner: &str, id: u64) -> &[Metafield] {
+        match owner {
+            "Product" => self.products.get(&id).map(|p| p.metafields.as_slice()),
+            "ProductVariant" => self.variants.get(&id).map(|v| v.metafields.as_slice()),
+            "Customer" => self.customers.get(&id).map(|c| c.metafields.as_slice()),
+            "Order" => self.orders.get(&id).map(|o| o.metafields.as_slice()),
+            _ => None,
+        }
+        .unwrap_or(&[])
+    }
+
+    /// The metafields of an owner to change. Callers check that the owner exists first.
+    pub fn metafields_of_mut(&mut self, owner: &str, id: u64) -> &mut Vec<Metafield> {
+        let list = match owner {
+            "Product" => self.products.get_mut(&id).map(|p| &mut p.metafields),
+            "ProductVariant" => self.variants.get_mut(&id).map(|v| &mut v.metafields),
+            "Customer" => self.customers.get_mut(&id).map(|c| &mut c.metafields),
+            _ => self.orders.get_mut(&id).map(|o| &mut o.metafields),
+        };
+        list.expect("metafields_of_mut is called for owners that exist")
     }
 
     pub fn allocate_id(&mut self) -> u64 {
@@ -437,6 +467,9 @@ impl ShopState {
             fulfillments: vec![],
             fulfillment_order_ids: vec![],
             cancelled_at: None,
+            cancel_reason: None,
+            closed_at: None,
+            metafields: vec![],
             note: None,
             tags: vec![],
             created_at: now,
@@ -610,6 +643,7 @@ pub fn seed(state: &mut ShopState, config: &SeedConfig, now: DateTime<Utc>) -> R
                     "company": null, "phone": null,
                 })],
                 state: "ENABLED".into(),
+                metafields: vec![],
                 created_at: now,
                 updated_at: now,
             },

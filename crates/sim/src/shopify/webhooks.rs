@@ -84,7 +84,9 @@ pub fn rest_order(state: &ShopState, id: u64) -> Json {
     json!({
         "id": o.id, "admin_graphql_api_id": gid("Order", o.id), "name": o.name(), "order_number": o.number,
         "email": o.email, "created_at": rest_time(o.created_at), "updated_at": rest_time(o.updated_at),
-        "cancelled_at": o.cancelled_at.map(rest_time), "currency": o.currency, "presentment_currency": o.presentment_currency,
+        "cancelled_at": o.cancelled_at.map(rest_time),
+        "cancel_reason": o.cancel_reason.as_ref().map(|reason| reason.to_lowercase()),
+        "closed_at": o.closed_at.map(rest_time), "currency": o.currency, "presentment_currency": o.presentment_currency,
         "taxes_included": o.taxes_included, "financial_status": o.financial_status.to_lowercase(),
         "fulfillment_status": match o.fulfillment_status.as_str() { "FULFILLED" => Json::from("fulfilled"), "PARTIALLY_FULFILLED" => Json::from("partial"), _ => Json::Null },
         "subtotal_price": decimal_rest(o.subtotal_cents()), "total_price": decimal_rest(o.total_cents()),
