@@ -2,7 +2,8 @@
 //! driven by the shop's signed webhooks, under faults:
 //! - `kill -9` of erpsync while webhooks arrive: the shop retries what was not acknowledged,
 //!   erpsync resumes, and every order is in Odoo exactly once;
-//! - Odoo down for a while: nothing is lost, the orders arrive once it is back, once each.
+//! - Odoo down for a while: nothing is lost, the orders arrive once it is back, once each;
+//! - a webhook the shop never delivered: the reconciliation pass finds the order.
 
 use erpsync_sim::{odoo, shopify};
 use std::collections::BTreeMap;
@@ -268,4 +269,30 @@ async fn orders_wait_while_odoo_is_down_and_arrive_once_when_it_is_back() {
     assert!(during.iter().all(|number| !before.contains_key(number)), "nothing reached Odoo while it was down");
     setup.odoo.set_faults(odoo::Faults::default());
     setup.expect_each_once(&placed, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_webhook_is_found_by_reconciliation() {
+    let setup = setup("reconcile = \"1m\"").await;
+    // The order is placed while no subscription exists: its webhook is lost for good.
+    setup.run(&["webhooks", "remove", "shopify", "--all"]);
+    let lost = setup.place(1).await;
+    setup.run(&["webhooks", "register"]);
+    let _serve = setup.serve().await;
+    // Deliveries name their orders, so only those are fetched: the lost one stays missing...
+    let delivered = setup.place(2).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let orders = setup.sale_orders().await;
+        if delivered.iter().all(|number| orders.contains_key(number)) {
+            assert!(lost.iter().all(|number| !orders.contains_key(number)), "the lost order came without a webhook");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delivered orders did not arrive: {orders:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ...until the reconciliation pass (every minute here) reads everything and finds it.
+    let mut all = lost.clone();
+    all.extend(delivered);
+    setup.expect_each_once(&all, Duration::from_secs(90)).await;
 }
