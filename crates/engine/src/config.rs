@@ -31,6 +31,8 @@ pub struct Config {
     pub flows: BTreeMap<String, FlowConfig>,
     /// Lookup tables from `[lookups.<name>]`, shared by every flow's mapping.
     pub lookups: Lookups,
+    /// `[alerts]`: rules, channels and message templates; `None` when the section is absent.
+    pub alerts: Option<crate::alerts::AlertSettings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -265,6 +267,7 @@ impl Config {
         let mut system_spans = BTreeMap::new();
         let mut raw_flows: Vec<(String, usize, Spanned<DeValue>)> = Vec::new();
         let mut lookups = Lookups::new();
+        let mut raw_alerts: Option<(usize, crate::alerts::RawAlerts)> = None;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
         for (key, value) in root.iter() {
@@ -381,11 +384,16 @@ impl Config {
                         }
                     }
                 }
+                "alerts" => {
+                    // Validated after the flows, which its rules name.
+                    raw_alerts = deserialize_item::<crate::alerts::RawAlerts>(&mut problems, value, "alerts")
+                        .map(|raw| (value.span().start, raw));
+                }
                 other => problems.push(
                     offset,
                     other,
                     format!(
-                        "unknown section `{other}`, expected one of `store`, `engine`, `server`, `systems`, `flows`, `lookups`"
+                        "unknown section `{other}`, expected one of `store`, `engine`, `server`, `systems`, `flows`, `lookups`, `alerts`"
                     ),
                 ),
             }
@@ -638,6 +646,19 @@ impl Config {
             }
         }
 
+        let mut alerts = None;
+        if let Some((at, raw)) = raw_alerts {
+            let flow_names: Vec<&str> = flows.keys().map(String::as_str).collect();
+            match crate::alerts::validate(raw, &flow_names, &engine_timezone, &base_dir) {
+                Ok(settings) => alerts = Some(settings),
+                Err(alert_problems) => {
+                    for (field, message) in alert_problems {
+                        problems.push(at, format!("alerts.{field}"), message);
+                    }
+                }
+            }
+        }
+
         if !problems.list.is_empty() {
             problems.list.sort_by_key(|problem| (problem.line, problem.column));
             return Err(ConfigErrors(problems.list));
@@ -646,7 +667,7 @@ impl Config {
         for system in systems.values_mut() {
             system.resolve_paths(&base_dir);
         }
-        Ok(Config { source: path.to_path_buf(), store, engine, server, systems, flows, lookups })
+        Ok(Config { source: path.to_path_buf(), store, engine, server, systems, flows, lookups, alerts })
     }
 
     /// The folder relative paths in the configuration are resolved against.

@@ -371,6 +371,7 @@ impl Engine {
         let mut tick = shutdown.clone();
         let mut last_reclaim = Utc::now() - chrono::Duration::seconds(60);
         let mut last_redrive = Utc::now();
+        let alerting = crate::alerts::spawn(self, shutdown.clone());
         while !shutdown.is_requested() {
             let now = Utc::now();
             if now - last_reclaim > chrono::Duration::seconds(10) {
@@ -439,6 +440,9 @@ impl Engine {
         }
         tracing::info!(running = running.len(), "Shutting down: finishing the current pages.");
         while running.join_next().await.is_some() {}
+        if let Some(alerting) = alerting {
+            let _ = alerting.await;
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! changed and commits each page atomically; runs are jobs, so two runs of one flow never
 //! overlap and a run whose process died is picked up again.
 
+pub mod alerts;
 pub mod config;
 mod engine;
 mod error;

@@ -1,7 +1,7 @@
 //! The HTTP side of erpsync: `POST /webhooks/{system}` (verify, store in the inbox, then 2xx),
-//! `GET /healthz` and `GET /readyz`, the admin API under `/api/v1` ([`api`]) and Prometheus
-//! `GET /metrics` ([`metrics`]). The only crate with HTTP request and response types of
-//! erpsync's own API. TLS is served directly when configured ([`tls`]).
+//! `GET /healthz` and `GET /readyz`, the admin API under `/api/v1` ([`api`]), Prometheus
+//! `GET /metrics` ([`metrics`]) and the web dashboard at `/` ([`dashboard`]). The only crate
+//! with HTTP request and response types of erpsync's own API. TLS is served directly when configured ([`tls`]).
 //!
 //! A delivery is answered 2xx only after it is durable in the inbox, so a sender that sees
 //! success can forget it; anything else makes the sender retry. Deliveries are deduplicated by
@@ -22,6 +22,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub mod api;
+pub mod dashboard;
 pub mod metrics;
 pub mod tls;
 
@@ -43,6 +44,7 @@ pub fn router_with_openapi(engine: Arc<Engine>) -> (Router, utoipa::openapi::Ope
         .route("/metrics", get(metrics::render))
         .route(api::OPENAPI_PATH, get(move || async move { axum::Json(openapi.as_ref().clone()) }))
         .merge(api)
+        .merge(dashboard::router(engine.clone()))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(engine);
     (router, document)

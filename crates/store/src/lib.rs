@@ -1,5 +1,5 @@
 //! Durable state of erpsync: checkpoints, links (the identity map), snapshot hashes, jobs,
-//! the webhook inbox, runs, the record log, dead letters and the audit log.
+//! the webhook inbox, runs, the record log, dead letters, the audit log and alert incidents.
 //!
 //! [`Store`] is the one interface; [`sqlite::SqliteStore`] (the embedded default) and
 //! [`postgres::PostgresStore`] (scale-out) implement it, and one conformance suite
@@ -172,6 +172,17 @@ pub trait Store: Send + Sync + 'static {
     async fn find_runs(&self, filter: &RunFilter) -> Result<Vec<Run>>;
     /// Pending webhook deliveries and jobs per state.
     async fn queue_depths(&self) -> Result<QueueDepths>;
+
+    // --- alerts --------------------------------------------------------------------------------
+    /// Records a new incident; [`StoreError::AlreadyExists`] when one of the same rule and scope
+    /// is open already.
+    async fn insert_alert(&self, alert: &NewAlert) -> Result<AlertId>;
+    /// Marks an open incident resolved; `false` when it is not open.
+    async fn resolve_alert(&self, id: AlertId, at: DateTime<Utc>, resolution: &str) -> Result<bool>;
+    /// Records one message about an incident; [`StoreError::NotFound`] for an unknown incident.
+    async fn record_alert_delivery(&self, id: AlertId, delivery: &AlertDelivery) -> Result<()>;
+    /// Incidents matching `filter`, newest first, each with its messages.
+    async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>>;
 }
 
 /// Which store to open, parsed from a URL: `sqlite:///path/to/erpsync.db` or

@@ -15,10 +15,11 @@
 use crate::codec::{self, from_micros, from_micros_opt, micros};
 use crate::page::{self, DeadLetterOp, ExistingState, PagePlan, SnapshotChange};
 use crate::{
-    ApiToken, AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, InboxDelivery,
-    InboxId, InboxInsert, Job, JobId, JobState, LinkQuery, LinkState, LinkedRecord, NewApiToken, NewAuditEntry,
-    NewInboxDelivery, NewJob, NewRun, PageCommit, QueueDepths, RecordIdentity, RecordLogEntry, RecordUid, Result, Run,
-    RunCounts, RunFilter, RunId, RunStatus, Store, StoreError, StoredSchedule, SystemLink, migrations,
+    Alert, AlertDelivery, AlertFilter, AlertId, ApiToken, AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterId,
+    DeadLetterStatus, FlowPause, InboxDelivery, InboxId, InboxInsert, Job, JobId, JobState, LinkQuery, LinkState,
+    LinkedRecord, NewAlert, NewApiToken, NewAuditEntry, NewInboxDelivery, NewJob, NewRun, PageCommit, QueueDepths,
+    RecordIdentity, RecordLogEntry, RecordUid, Result, Run, RunCounts, RunFilter, RunId, RunStatus, Store, StoreError,
+    StoredSchedule, SystemLink, migrations,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -1138,6 +1139,127 @@ impl Store for SqliteStore {
             jobs_running: get(&row, "jobs_running", DOING)?,
             jobs_dead: get(&row, "jobs_dead", DOING)?,
         })
+    }
+
+    // --- alerts --------------------------------------------------------------------------------
+
+    async fn insert_alert(&self, alert: &NewAlert) -> Result<AlertId> {
+        let inserted = sqlx::query(
+            "INSERT INTO alerts (rule, kind, scope, summary, notify, opened_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(&alert.rule)
+        .bind(&alert.kind)
+        .bind(&alert.scope)
+        .bind(&alert.summary)
+        .bind(alert.notify)
+        .bind(micros(alert.opened_at))
+        .fetch_one(&self.writer)
+        .await;
+        match inserted {
+            Ok(row) => get(&row, "id", "recording an alert"),
+            Err(error) if codec::is_unique_violation(&error) => {
+                Err(StoreError::AlreadyExists { what: "open alert", name: format!("{} ({})", alert.rule, alert.scope) })
+            }
+            Err(error) => Err(StoreError::query("recording an alert")(error)),
+        }
+    }
+
+    async fn resolve_alert(&self, id: AlertId, at: DateTime<Utc>, resolution: &str) -> Result<bool> {
+        let result =
+            sqlx::query("UPDATE alerts SET resolved_at = ?2, resolution = ?3 WHERE id = ?1 AND resolved_at IS NULL")
+                .bind(id)
+                .bind(micros(at))
+                .bind(resolution)
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::query("resolving an alert"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn record_alert_delivery(&self, id: AlertId, delivery: &AlertDelivery) -> Result<()> {
+        let result = sqlx::query(
+            "INSERT INTO alert_deliveries (alert_id, event, channel, ok, detail, at)
+             SELECT id, ?2, ?3, ?4, ?5, ?6 FROM alerts WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(&delivery.event)
+        .bind(&delivery.channel)
+        .bind(delivery.ok)
+        .bind(&delivery.detail)
+        .bind(micros(delivery.at))
+        .execute(&self.writer)
+        .await
+        .map_err(StoreError::query("recording an alert message"))?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "alert", id });
+        }
+        Ok(())
+    }
+
+    async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>> {
+        const DOING: &str = "listing alerts";
+        let limit = if filter.limit == 0 { -1 } else { codec::sql_limit(filter.limit) };
+        let rows = sqlx::query(
+            "SELECT id, rule, kind, scope, summary, notify, opened_at, resolved_at, resolution FROM alerts
+             WHERE (?1 IS NULL OR rule = ?1) AND (?2 IS NULL OR scope = ?2) AND (NOT ?3 OR resolved_at IS NULL)
+             ORDER BY id DESC
+             LIMIT ?4",
+        )
+        .bind(filter.rule.as_deref())
+        .bind(filter.scope.as_deref())
+        .bind(filter.open_only)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::query(DOING))?;
+        let mut alerts = rows
+            .iter()
+            .map(|row| {
+                Ok(Alert {
+                    id: get(row, "id", DOING)?,
+                    rule: get(row, "rule", DOING)?,
+                    kind: get(row, "kind", DOING)?,
+                    scope: get(row, "scope", DOING)?,
+                    summary: get(row, "summary", DOING)?,
+                    notify: get(row, "notify", DOING)?,
+                    opened_at: from_micros("alert time", get(row, "opened_at", DOING)?)?,
+                    resolved_at: from_micros_opt("alert time", get(row, "resolved_at", DOING)?)?,
+                    resolution: get(row, "resolution", DOING)?,
+                    deliveries: Vec::new(),
+                })
+            })
+            .collect::<Result<Vec<Alert>>>()?;
+        let (Some(low), Some(high)) =
+            (alerts.iter().map(|alert| alert.id).min(), alerts.iter().map(|alert| alert.id).max())
+        else {
+            return Ok(alerts);
+        };
+        // One query for the messages of every listed incident: those in the id range, sorted out
+        // below (the range may hold incidents the filter left out).
+        let rows = sqlx::query(
+            "SELECT alert_id, event, channel, ok, detail, at FROM alert_deliveries
+             WHERE alert_id BETWEEN ?1 AND ?2 ORDER BY alert_id, id",
+        )
+        .bind(low)
+        .bind(high)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::query(DOING))?;
+        let mut by_alert: HashMap<AlertId, Vec<AlertDelivery>> = HashMap::new();
+        for row in &rows {
+            by_alert.entry(get(row, "alert_id", DOING)?).or_default().push(AlertDelivery {
+                event: get(row, "event", DOING)?,
+                channel: get(row, "channel", DOING)?,
+                ok: get(row, "ok", DOING)?,
+                detail: get(row, "detail", DOING)?,
+                at: from_micros("alert message time", get(row, "at", DOING)?)?,
+            });
+        }
+        for alert in &mut alerts {
+            alert.deliveries = by_alert.remove(&alert.id).unwrap_or_default();
+        }
+        Ok(alerts)
     }
 }
 

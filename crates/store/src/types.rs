@@ -567,3 +567,64 @@ pub struct QueueDepths {
     pub jobs_running: i64,
     pub jobs_dead: i64,
 }
+
+// --- alerts ------------------------------------------------------------------------------------
+
+pub type AlertId = i64;
+
+/// An incident to record: rule `rule` began to hold for `scope` (a flow or a system).
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub rule: String,
+    /// `failures`, `lag`, `no_sync`, `slow_run`, `run_failed`.
+    pub kind: String,
+    pub scope: String,
+    /// What was seen: `3 records failed in 15m (more than 0)`.
+    pub summary: String,
+    /// False when the incident began within the cool-down of the previous message of its rule
+    /// and scope: recorded, but no message is sent about it.
+    pub notify: bool,
+    pub opened_at: DateTime<Utc>,
+}
+
+/// One incident of an alert rule, with the messages sent about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub id: AlertId,
+    pub rule: String,
+    pub kind: String,
+    pub scope: String,
+    pub summary: String,
+    pub notify: bool,
+    pub opened_at: DateTime<Utc>,
+    /// Set once the condition no longer holds.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// What was seen when it cleared.
+    pub resolution: Option<String>,
+    /// Messages about it, oldest first.
+    pub deliveries: Vec<AlertDelivery>,
+}
+
+/// One message about an incident on one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertDelivery {
+    /// `firing` or `resolved`.
+    pub event: String,
+    /// `email` or `webhook`.
+    pub channel: String,
+    pub ok: bool,
+    /// The error when it failed, else what the channel answered.
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Which incidents to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub rule: Option<String>,
+    pub scope: Option<String>,
+    /// Only incidents not resolved yet.
+    pub open_only: bool,
+    /// 0 means no limit.
+    pub limit: u32,
+}

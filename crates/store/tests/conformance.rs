@@ -82,6 +82,7 @@ conformance! {
     access_tokens_are_unique_by_active_name_and_revocable,
     runs_are_found_by_flow_status_trigger_and_page,
     queue_depths_count_pending_work,
+    alerts_are_open_once_per_rule_and_scope_with_their_messages,
     record_history_is_oldest_first,
     audit_log_is_newest_first,
 }
@@ -1463,4 +1464,70 @@ async fn queue_depths_count_pending_work(store: Arc<dyn Store>) {
         store.queue_depths().await.unwrap(),
         QueueDepths { inbox_pending: 1, jobs_pending: 2, jobs_running: 1, jobs_dead: 0 }
     );
+}
+
+async fn alerts_are_open_once_per_rule_and_scope_with_their_messages(store: Arc<dyn Store>) {
+    let alert = |rule: &str, scope: &str, second: i64, notify: bool| NewAlert {
+        rule: rule.to_string(),
+        kind: "failures".to_string(),
+        scope: scope.to_string(),
+        summary: format!("{rule} about {scope}"),
+        notify,
+        opened_at: time(second),
+    };
+    let first = store.insert_alert(&alert("failing", "orders", 0, true)).await.unwrap();
+    let error = store.insert_alert(&alert("failing", "orders", 5, true)).await.unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists { .. }), "one open incident per rule and scope: {error}");
+    let other_scope = store.insert_alert(&alert("failing", "products", 6, false)).await.unwrap();
+
+    let delivery = |event: &str, channel: &str, ok: bool, second: i64| AlertDelivery {
+        event: event.to_string(),
+        channel: channel.to_string(),
+        ok,
+        detail: if ok { "250 OK".to_string() } else { "connection refused".to_string() },
+        at: time(second),
+    };
+    store.record_alert_delivery(first, &delivery("firing", "email", true, 1)).await.unwrap();
+    store.record_alert_delivery(first, &delivery("firing", "webhook", false, 1)).await.unwrap();
+    let missing = store.record_alert_delivery(first + 1000, &delivery("firing", "email", true, 1)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+
+    assert!(store.resolve_alert(first, time(60), "0 records failed in 15m").await.unwrap());
+    assert!(!store.resolve_alert(first, time(70), "again").await.unwrap(), "resolved already");
+    store.record_alert_delivery(first, &delivery("resolved", "email", true, 61)).await.unwrap();
+    // A new incident of the same rule and scope may open once the first is resolved.
+    let second = store.insert_alert(&alert("failing", "orders", 120, true)).await.unwrap();
+
+    let all = store.list_alerts(&AlertFilter::default()).await.unwrap();
+    let ids: Vec<AlertId> = all.iter().map(|alert| alert.id).collect();
+    assert_eq!(ids, vec![second, other_scope, first], "newest first");
+    let resolved = &all[2];
+    assert_eq!(resolved.resolved_at, Some(time(60)));
+    assert_eq!(resolved.resolution.as_deref(), Some("0 records failed in 15m"));
+    assert_eq!(resolved.opened_at, time(0));
+    assert!(resolved.notify);
+    assert_eq!(
+        resolved.deliveries,
+        vec![
+            delivery("firing", "email", true, 1),
+            delivery("firing", "webhook", false, 1),
+            delivery("resolved", "email", true, 61)
+        ]
+    );
+    assert!(!all[1].notify);
+    assert!(all[0].deliveries.is_empty() && all[1].deliveries.is_empty());
+
+    let open = store.list_alerts(&AlertFilter { open_only: true, ..Default::default() }).await.unwrap();
+    assert_eq!(open.iter().map(|alert| alert.id).collect::<Vec<_>>(), vec![second, other_scope]);
+    let of_orders = store
+        .list_alerts(&AlertFilter {
+            rule: Some("failing".into()),
+            scope: Some("orders".into()),
+            open_only: false,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_orders.len(), 1);
+    assert_eq!(of_orders[0].id, second);
 }

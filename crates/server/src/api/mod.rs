@@ -7,6 +7,7 @@
 //! manages tokens. Missing or unknown tokens get 401, too low a role 403. Actions are audited
 //! as `token:<name>`.
 
+pub mod alerts;
 mod handlers;
 pub mod views;
 
@@ -41,6 +42,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "dead letters", description = "Records that failed and wait for a person"),
         (name = "audit", description = "Who did what"),
         (name = "tokens", description = "Access tokens (admin)"),
+        (name = "alerts", description = "Incidents of the alert rules and the messages sent"),
     )
 )]
 struct ApiDoc;
@@ -80,6 +82,7 @@ pub fn router(engine: Arc<Engine>) -> (Router<Arc<Engine>>, OpenApiDocument) {
         .routes(routes!(handlers::list_audit))
         .routes(routes!(handlers::list_tokens, handlers::create_token))
         .routes(routes!(handlers::revoke_token))
+        .routes(routes!(alerts::list_alerts))
         .split_for_parts();
     let routes = routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json") })
