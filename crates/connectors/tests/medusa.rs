@@ -371,6 +371,7 @@ async fn products_are_written_read_back_found_by_sku_and_updated_not_duplicated(
     )
     .await;
     assert!(matches!(outcomes[0], WriteOutcome::Created { .. }), "{outcomes:?}");
+    eprintln!("medusa requests to create 2 products (with the first-use lookups): {}", connector.calls());
     let shirt_id = target(&outcomes[0]);
     let mug_id = target(&outcomes[1]);
 
@@ -395,7 +396,9 @@ async fn products_are_written_read_back_found_by_sku_and_updated_not_duplicated(
     // A second write with the link: a new title, a new price, a new size, one size gone.
     let mut changed = shirt(&shirt_code, &[("M", "24.99"), ("XL", "26")]);
     changed.title = "Shirt, renamed".into();
+    let calls = connector.calls();
     let outcomes = write(&connector, vec![(Some(shirt_id.clone()), Record::Product(changed))]).await;
+    eprintln!("medusa requests to update a product (new size, one gone, new price): {}", connector.calls() - calls);
     assert!(matches!(&outcomes[0], WriteOutcome::Updated { target_id } if *target_id == shirt_id), "{outcomes:?}");
     let read = fetch_product(&connector, &shirt_id).await;
     assert_eq!(read.title, "Shirt, renamed");
@@ -519,6 +522,36 @@ async fn an_order_placed_at_checkout_is_read_then_shipped_with_tracking() {
     assert_eq!(order.shipping_address.as_ref().map(|a| a.country.as_str()), Some("DE"));
     assert_eq!(order.payments.len(), 1);
 
+    // The customer the checkout made is read too.
+    let (customers, _) = read_all(&connector, EntityKind::Customer, before.clone(), 50).await;
+    let customer = customers
+        .iter()
+        .find_map(|(_, record)| match record {
+            Record::Customer(customer) if customer.email.as_deref() == Some(email.as_str()) => Some(customer),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("customer {email} not read"));
+    assert_eq!(customer.extra.get("has_account"), Some(&json!(false)));
+
+    // The subscriber announced the order; the event names it.
+    let order_id = placed["id"].as_str().unwrap().to_string();
+    let (headers, body) = wait_for_event("order.placed", &order_id).await;
+    let delivery = connector.verify(&headers, &body, Utc::now()).unwrap();
+    let refs = connector.decode(delivery.topic.as_deref().unwrap(), &body).unwrap();
+    assert_eq!(refs, Some(vec![EventRef { entity: EntityKind::Order, id: order_id.clone() }]));
+
+    // Stock written while the order holds a reservation: `available` is what may still be
+    // sold, so the 2 reserved S shirts are added to what Medusa stocks.
+    let outcomes = write(&connector, vec![(None, stock(&format!("{code}-S"), "main", "10"))]).await;
+    target(&outcomes[0]);
+    let levels = admin(&format!("/admin/inventory-items?sku={code}-S&fields=id,*location_levels")).await;
+    let level = &levels["inventory_items"][0]["location_levels"][0];
+    assert_eq!(
+        (&level["stocked_quantity"], &level["reserved_quantity"], &level["available_quantity"]),
+        (&json!(12), &json!(2), &json!(10)),
+        "{levels}"
+    );
+
     // The ERP ships the S shirts with tracking: a fulfillment, then a shipment with the label.
     let shipment = Shipment {
         number: unique("WH-OUT"),
@@ -541,14 +574,13 @@ async fn an_order_placed_at_checkout_is_read_then_shipped_with_tracking() {
         matches!(&outcomes[0], WriteOutcome::Updated { target_id } if *target_id == fulfillment_id),
         "{outcomes:?}"
     );
-    let order_id = placed["id"].as_str().unwrap();
     let written = admin(&format!("/admin/orders/{order_id}?fields=id,*fulfillments,*fulfillments.labels")).await;
     let fulfillments = written["order"]["fulfillments"].as_array().unwrap();
     assert_eq!(fulfillments.len(), 1, "{written}");
     assert!(!fulfillments[0]["shipped_at"].is_null(), "{written}");
     assert_eq!(fulfillments[0]["labels"][0]["tracking_number"], "JJD000390007777");
 
-    let (records, _) = read_all(&connector, EntityKind::Order, before, 50).await;
+    let (records, _) = read_all(&connector, EntityKind::Order, before.clone(), 50).await;
     let order = records
         .into_iter()
         .find_map(|(_, record)| match record {
@@ -571,6 +603,39 @@ async fn an_order_placed_at_checkout_is_read_then_shipped_with_tracking() {
     assert_eq!(target(&outcomes[0]), order_id);
     let read = admin(&format!("/admin/orders/{order_id}?fields=id,status")).await;
     assert_eq!(read["order"]["status"], "completed", "{read}");
+    let (changes, _) = read_all(&connector, EntityKind::OrderStatus, before, 50).await;
+    let change = changes
+        .iter()
+        .find_map(|(_, record)| match record {
+            Record::OrderStatus(change) if change.order_number == number => Some(change),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(change.state, OrderState::Completed);
+    eprintln!("medusa requests for checkout read, stock, shipment and status: {}", connector.calls());
+}
+
+/// The first delivery of `topic` about `id` (in `data.id` or `data.order_id`), waiting for it.
+async fn wait_for_event(topic: &str, id: &str) -> Delivery {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = DELIVERIES
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, body)| {
+                serde_json::from_slice::<Value>(body).is_ok_and(|event| {
+                    event["type"] == topic
+                        && (event["data"]["id"] == json!(id) || event["data"]["order_id"] == json!(id))
+                })
+            })
+            .cloned();
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no {topic} event for {id} within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -649,23 +714,7 @@ async fn the_subscribers_signed_events_are_verified_and_decoded() {
     let connector = connector();
     let code = unique("EVENT");
     let product_id = target(&write(&connector, vec![(None, Record::Product(simple(&code, "4")))]).await[0]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (headers, body) = loop {
-        let found = DELIVERIES
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, body)| {
-                serde_json::from_slice::<Value>(body)
-                    .is_ok_and(|event| event["type"] == "product.created" && event["data"]["id"] == json!(product_id))
-            })
-            .cloned();
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(Instant::now() < deadline, "no product.created event for {product_id} within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (headers, body) = wait_for_event("product.created", &product_id).await;
     let delivery = connector.verify(&headers, &body, Utc::now()).unwrap();
     assert_eq!(delivery.topic.as_deref(), Some("product.created"));
     assert!(!delivery.delivery_id.is_empty());
