@@ -174,13 +174,46 @@ def sync_project_files(project):
         os.rename(staging, target)
 
 
+def detach_and_die_with_parent():
+    """In the child before exec: a session of its own (so that stopping kills every process
+    medusa started), and on Linux a SIGKILL when this script dies, even by SIGKILL."""
+    os.setsid()
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def process_alive(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"ensure.py" in handle.read()
+    except OSError:
+        return False
+
+
+def sweep_stale(base):
+    """Drops the databases and run folders of serve processes that died without cleaning up
+    (killed by SIGKILL themselves): their servers died with them."""
+    rows = psql("listing test databases", "SELECT datname FROM pg_database WHERE datname LIKE 'erpsync_medusa_%'")
+    for name in filter(None, rows.splitlines()):
+        parts = name.split("_")
+        if len(parts) != 4 or not parts[2].isdigit() or process_alive(int(parts[2])):
+            continue
+        log(f"dropping {name}, left behind by a serve process that is gone")
+        psql("dropping a stale test database", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(os.path.join(base, "runs", name), ignore_errors=True)
+
+
 class Server:
     def __init__(self, project, database, log_path, extra_env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.log_file = open(log_path, "w")
-        # A session of its own, so that stopping kills every process medusa started.
         self.process = subprocess.Popen(
             [os.path.join(project, "node_modules", ".bin", "medusa"), "start"],
             cwd=project,
@@ -188,7 +221,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            preexec_fn=detach_and_die_with_parent,
         )
 
     def wait_ready(self, deadline_seconds=180):
@@ -426,6 +459,7 @@ def serve():
         cleanup()
         os._exit(0)
 
+    sweep_stale(summary["home"])
     workdir = os.path.join(summary["home"], "runs", database)
     os.makedirs(workdir, exist_ok=True)
     signal.signal(signal.SIGTERM, on_signal)
