@@ -752,3 +752,24 @@ async fn a_wrong_api_key_is_an_auth_error_with_a_clear_message() {
     assert_eq!(error.kind, ErrorKind::Auth, "{error}");
     assert!(error.to_string().contains("secret API key"), "{error}");
 }
+
+#[tokio::test]
+async fn fifty_new_products_are_one_batch_request() {
+    let connector = connector();
+    // Resolve the shop's names first, so that only the writes are counted.
+    connector.lookup(EntityKind::StockLevel, &["none@main".to_string()]).await.unwrap();
+    let prefix = unique("BULK");
+    let records: Vec<(Option<String>, Record)> =
+        (0..50).map(|n| (None, Record::Product(simple(&format!("{prefix}-{n:02}"), "9.99")))).collect();
+    let calls = connector.calls();
+    let started = Instant::now();
+    let outcomes = write(&connector, records).await;
+    let elapsed = started.elapsed();
+    assert!(outcomes.iter().all(|outcome| matches!(outcome, WriteOutcome::Created { .. })), "{outcomes:?}");
+    assert_eq!(connector.calls() - calls, 1, "one POST /admin/products/batch for 50 products");
+    let mut ids: Vec<String> = outcomes.iter().map(target).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    eprintln!("medusa: 50 products created in one batch request in {:.2} s", elapsed.as_secs_f64());
+}
