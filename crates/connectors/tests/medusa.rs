@@ -773,3 +773,54 @@ async fn fifty_new_products_are_one_batch_request() {
     assert_eq!(ids.len(), 50);
     eprintln!("medusa: 50 products created in one batch request in {:.2} s", elapsed.as_secs_f64());
 }
+
+#[tokio::test]
+async fn a_shipment_can_be_marked_delivered_and_an_order_cancelled() {
+    let connector = connector_with("mark_delivered = true");
+    let code = unique("DELIVER");
+    target(&write(&connector, vec![(None, Record::Product(simple(&code, "12")))]).await[0]);
+    target(&write(&connector, vec![(None, stock(&code, "main", "10"))]).await[0]);
+    let before = Checkpoint { watermark: Some(Utc::now() - chrono::Duration::seconds(5)), cursor: None };
+    let email = format!("{}@example.com", unique("max").to_lowercase());
+    let shipped = checkout(&email, &[(&code, 1)]).await;
+    let cancelled = checkout(&email, &[(&code, 2)]).await;
+
+    // A shipment without lines ships everything left, and is marked delivered.
+    let shipment = Shipment {
+        number: unique("WH-OUT"),
+        order_number: shipped["display_id"].to_string(),
+        tracking: vec![Tracking { carrier: "UPS".into(), number: "1Z999".into(), url: None }],
+        ..Shipment::default()
+    };
+    target(&write(&connector, vec![(None, Record::Shipment(shipment))]).await[0]);
+    let id = shipped["id"].as_str().unwrap();
+    let written = admin(&format!("/admin/orders/{id}?fields=id,*fulfillments")).await;
+    assert!(!written["order"]["fulfillments"][0]["delivered_at"].is_null(), "{written}");
+
+    let change = OrderStatusChange {
+        order_number: cancelled["display_id"].to_string(),
+        state: OrderState::Cancelled,
+        changed_at: Some(Utc::now()),
+        ..OrderStatusChange::default()
+    };
+    target(&write(&connector, vec![(None, Record::OrderStatus(change))]).await[0]);
+
+    let (records, _) = read_all(&connector, EntityKind::Order, before, 50).await;
+    let order = |number: String| {
+        records
+            .iter()
+            .find_map(|(_, record)| match record {
+                Record::Order(order) if order.number == number => Some(order.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("order {number} not read"))
+    };
+    assert_eq!(order(shipped["display_id"].to_string()).fulfillment_status, FulfillmentStatus::Fulfilled);
+    let gone = order(cancelled["display_id"].to_string());
+    assert!(gone.cancellation.is_some(), "{gone:?}");
+    // An unknown order number is a "not found" the engine retries, not a crash.
+    let unknown =
+        OrderStatusChange { order_number: "999999".into(), state: OrderState::Cancelled, ..Default::default() };
+    let outcomes = write(&connector, vec![(None, Record::OrderStatus(unknown))]).await;
+    assert!(matches!(&outcomes[0], WriteOutcome::Failed(error) if error.kind == ErrorKind::NotFound), "{outcomes:?}");
+}
