@@ -818,6 +818,12 @@ async fn a_shipment_can_be_marked_delivered_and_an_order_cancelled() {
     assert_eq!(order(shipped["display_id"].to_string()).fulfillment_status, FulfillmentStatus::Fulfilled);
     let gone = order(cancelled["display_id"].to_string());
     assert!(gone.cancellation.is_some(), "{gone:?}");
+    // Orders are found by their exact number (the admin API has no display_id filter and
+    // drops unknown filters silently: a lookup once returned the first orders of the shop).
+    let numbers = [cancelled["display_id"].to_string(), shipped["display_id"].to_string()];
+    let keys: Vec<String> = numbers.iter().map(|number| format!("{number}#")).collect();
+    let found = connector.lookup(EntityKind::OrderStatus, &keys).await.unwrap();
+    assert_eq!(found, vec![cancelled["id"].as_str().map(str::to_string), shipped["id"].as_str().map(str::to_string)]);
     // An unknown order number is a "not found" the engine retries, not a crash.
     let unknown =
         OrderStatusChange { order_number: "999999".into(), state: OrderState::Cancelled, ..Default::default() };

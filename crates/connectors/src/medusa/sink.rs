@@ -620,31 +620,45 @@ impl MedusaConnector {
     // ---- orders ---------------------------------------------------------------------------
 
     /// Orders by their number (`display_id`), with the fields `fields`.
+    ///
+    /// The admin API has no `display_id` filter (an unknown filter is dropped without an
+    /// error, so `display_id=3` lists every order): the number goes through the search `q`,
+    /// which matches it as text (`3` also finds 13 and e-mails with a 3), and the exact
+    /// `display_id` is picked on our side, page by page (bounded).
     pub(crate) async fn orders_by_number(
         &self,
         numbers: &[String],
         fields: &str,
         context: &str,
     ) -> Result<HashMap<String, Value>, ConnectorError> {
+        const PAGE: usize = 100;
+        const MAX_PAGES: usize = 50;
         let mut found = HashMap::new();
-        for chunk in numbers.chunks(100) {
-            let mut query: Vec<(&str, String)> = Vec::new();
-            for number in chunk {
-                match number.trim().parse::<u64>() {
-                    Ok(display_id) => query.push(("display_id[]", display_id.to_string())),
-                    // Medusa's order numbers are integers: another number names no order.
-                    Err(_) => continue,
-                }
-            }
-            if query.is_empty() {
+        let mut wanted: Vec<u64> = numbers.iter().filter_map(|number| number.trim().parse::<u64>().ok()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for display_id in wanted {
+            let key = display_id.to_string();
+            if found.contains_key(&key) {
                 continue;
             }
-            query.push(("fields", fields.to_string()));
-            query.push(("limit", (chunk.len() * 2).to_string()));
-            let (orders, _) = self.list("/admin/orders", "orders", &query, context).await?;
-            for order in orders {
-                if let Some(number) = order_number(&order) {
-                    found.insert(number, order);
+            for page in 0..MAX_PAGES {
+                let query: Vec<(&str, String)> = vec![
+                    ("q", key.clone()),
+                    ("fields", format!("{fields},display_id")),
+                    ("order", "-created_at".into()),
+                    ("limit", PAGE.to_string()),
+                    ("offset", (page * PAGE).to_string()),
+                ];
+                let (orders, _) = self.list("/admin/orders", "orders", &query, context).await?;
+                let n = orders.len();
+                for order in orders {
+                    if let Some(number) = order_number(&order) {
+                        found.entry(number).or_insert(order);
+                    }
+                }
+                if found.contains_key(&key) || n < PAGE {
+                    break;
                 }
             }
         }
