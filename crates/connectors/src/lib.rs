@@ -7,6 +7,7 @@
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod medusa;
 pub mod odoo;
 pub mod registry;
 pub mod secret;

@@ -4,8 +4,8 @@
 //! each match in one place.
 
 use crate::{
-    ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, odoo, shopify, sql, tryton,
-    woocommerce,
+    ConnectorError, Sink, Source, WebhookReceiver, WebhookSubscriptions, files, http, medusa, odoo, shopify, sql,
+    tryton, woocommerce,
 };
 use erpsync_model::EntityKind;
 use serde::Deserialize;
@@ -25,6 +25,7 @@ pub enum SystemConfig {
     Tryton(tryton::TrytonConfig),
     Odoo(odoo::OdooConfig),
     Woocommerce(woocommerce::WooConfig),
+    Medusa(medusa::MedusaConfig),
 }
 
 impl SystemConfig {
@@ -37,6 +38,7 @@ impl SystemConfig {
             SystemConfig::Tryton(_) => "tryton",
             SystemConfig::Odoo(_) => "odoo",
             SystemConfig::Woocommerce(_) => "woocommerce",
+            SystemConfig::Medusa(_) => "medusa",
         }
     }
 
@@ -51,6 +53,7 @@ impl SystemConfig {
             SystemConfig::Tryton(config) => config.validate(),
             SystemConfig::Odoo(config) => config.validate(),
             SystemConfig::Woocommerce(config) => config.validate(),
+            SystemConfig::Medusa(config) => config.validate(),
         }
     }
 
@@ -80,6 +83,12 @@ impl SystemConfig {
                     secret.resolve_path(base_dir);
                 }
             }
+            SystemConfig::Medusa(config) => {
+                config.api_key.resolve_path(base_dir);
+                if let Some(secret) = &mut config.webhook_secret {
+                    secret.resolve_path(base_dir);
+                }
+            }
         }
     }
 
@@ -92,6 +101,7 @@ impl SystemConfig {
             SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
             SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
             SystemConfig::Woocommerce(config) => Ok(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)),
+            SystemConfig::Medusa(config) => Ok(Arc::new(medusa::MedusaConnector::new(system, config.clone())?)),
         }
     }
 
@@ -109,6 +119,7 @@ impl SystemConfig {
             SystemConfig::Woocommerce(config) => {
                 Ok(Some(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)))
             }
+            SystemConfig::Medusa(config) => Ok(Some(Arc::new(medusa::MedusaConnector::new(system, config.clone())?))),
         }
     }
 
@@ -126,6 +137,8 @@ impl SystemConfig {
             SystemConfig::Woocommerce(config) => {
                 Ok(Some(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)))
             }
+            // Medusa's events reach erpsync through a subscriber file: nothing to register.
+            SystemConfig::Medusa(_) => Ok(None),
         }
     }
 
@@ -138,6 +151,7 @@ impl SystemConfig {
             SystemConfig::Tryton(config) => Ok(Arc::new(tryton::TrytonConnector::new(system, config.clone())?)),
             SystemConfig::Odoo(config) => Ok(Arc::new(odoo::OdooConnector::new(system, config.clone())?)),
             SystemConfig::Woocommerce(config) => Ok(Arc::new(woocommerce::WooConnector::new(system, config.clone())?)),
+            SystemConfig::Medusa(config) => Ok(Arc::new(medusa::MedusaConnector::new(system, config.clone())?)),
         }
     }
 }
@@ -241,6 +255,22 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 EntityKind::OrderStatus,
                 EntityKind::Shipment,
                 EntityKind::Refund,
+            ],
+            read: true,
+            write: true,
+            webhooks: true,
+        },
+        ConnectorInfo {
+            name: "medusa",
+            description: "Medusa 2 admin REST API with a secret API key: products with variants, prices, stock per location, order status and shipments in; products, customers, orders and order status out; signed events from a subscriber file",
+            entities: vec![
+                EntityKind::Product,
+                EntityKind::PriceList,
+                EntityKind::StockLevel,
+                EntityKind::Customer,
+                EntityKind::Order,
+                EntityKind::OrderStatus,
+                EntityKind::Shipment,
             ],
             read: true,
             write: true,
