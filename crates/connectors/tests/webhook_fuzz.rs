@@ -52,6 +52,18 @@ currency = "EUR"
 "#
             ),
         ),
+        (
+            "medusa",
+            format!(
+                r#"type = "medusa"
+url = "http://127.0.0.1:9"
+sales_channel = "Default Sales Channel"
+currency = "eur"
+api_key = {{ file = "{secret}" }}
+webhook_secret = {{ file = "{secret}" }}
+"#
+            ),
+        ),
     ];
     configs
         .into_iter()
@@ -72,6 +84,7 @@ fn header_name() -> impl Strategy<Value = String> {
         Just("x-shopify-topic".to_string()),
         Just("x-wc-webhook-signature".to_string()),
         Just("x-wc-webhook-delivery-id".to_string()),
+        Just("x-signature-sha256".to_string()),
         "[a-z-]{1,20}",
     ]
 }
