@@ -29,6 +29,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// How long a fetch may wait on a partition: the server holds a request to a partition whose
+/// one job is out (`max_ack_pending`) instead of answering "no messages", and without a
+/// deadline such a request would wait for good.
+const FETCH_EXPIRES: Duration = Duration::from_millis(20);
+
 #[derive(Debug, Clone)]
 pub struct NatsQueueOptions {
     /// `nats://127.0.0.1:4222`.
@@ -316,8 +321,13 @@ impl Queue for NatsQueue {
                 break;
             }
             let consumer = &self.consumers[(start + offset) % n_partitions];
-            let mut batch =
-                consumer.fetch().max_messages(1).messages().await.map_err(QueueError::nats("asking for a job"))?;
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(FETCH_EXPIRES)
+                .messages()
+                .await
+                .map_err(QueueError::nats("asking for a job"))?;
             while let Some(message) = batch.next().await {
                 let message = match message {
                     Ok(message) => message,

@@ -157,20 +157,26 @@ impl Queue for StoreQueue {
 
         let mut deliveries = Vec::with_capacity(max.min(jobs.len()));
         let mut taken_now = HashSet::new();
+        // Keys with a job handed back in this pull: a younger job of the key must not pass it,
+        // even when the key's holder is acknowledged meanwhile.
+        let mut waiting_keys = HashSet::new();
         let mut handed_back = Vec::new();
         for job in jobs {
             let (key, payload) = open_envelope(&job);
-            if deliveries.len() >= max {
+            let holder = self.holder_of(&key);
+            if deliveries.len() >= max || (waiting_keys.contains(&key) && holder != Some(job.id)) {
+                waiting_keys.insert(key);
                 handed_back.push(job.id);
                 continue;
             }
-            let free = match self.holder_of(&key) {
+            let free = match holder {
                 None => true,
                 Some(holder) if holder == job.id => true,
                 Some(holder) if taken_now.contains(&holder) => false,
                 Some(holder) => self.holder_is_finished(holder).await?,
             };
             if !free {
+                waiting_keys.insert(key);
                 handed_back.push(job.id);
                 continue;
             }
