@@ -33,6 +33,8 @@ use std::time::Duration;
 /// one job is out (`max_ack_pending`) instead of answering "no messages", and without a
 /// deadline such a request would wait for good.
 const FETCH_EXPIRES: Duration = Duration::from_millis(20);
+/// How long after [`FETCH_EXPIRES`] a fetch still listens for an answer.
+const FETCH_GRACE: Duration = Duration::from_millis(30);
 
 #[derive(Debug, Clone)]
 pub struct NatsQueueOptions {
@@ -314,33 +316,41 @@ impl Queue for NatsQueue {
         if kinds.is_empty() || max == 0 {
             return Ok(deliveries);
         }
+        // Ask the partitions at once, from a rotating start so that pullers spread out: a
+        // partition whose job is out answers only when its request expires.
         let n_partitions = self.consumers.len();
         let start = self.next_partition.fetch_add(1, Ordering::Relaxed) % n_partitions;
-        for offset in 0..n_partitions {
-            if deliveries.len() >= max {
-                break;
-            }
+        let asked = (0..n_partitions.min(max)).map(|offset| {
             let consumer = &self.consumers[(start + offset) % n_partitions];
-            let mut batch = consumer
-                .fetch()
-                .max_messages(1)
-                .expires(FETCH_EXPIRES)
-                .messages()
-                .await
-                .map_err(QueueError::nats("asking for a job"))?;
-            while let Some(message) = batch.next().await {
-                let message = match message {
-                    Ok(message) => message,
-                    // A status in answer to the request, such as a partition that has its one
-                    // job out already: nothing to take from it now.
-                    Err(error) => {
+            async move {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1)
+                    .expires(FETCH_EXPIRES)
+                    .messages()
+                    .await
+                    .map_err(QueueError::nats("asking for a job"))?;
+                // The server does not always answer an expired request at once (2.9 answers a
+                // request held by `max_ack_pending` late), so the client stops listening a little
+                // after the request expired: the server gives a message only to a request that
+                // has not expired.
+                let answer = tokio::time::timeout(FETCH_EXPIRES + FETCH_GRACE, batch.next()).await;
+                match answer {
+                    Ok(Some(Ok(message))) => Ok(Some(message)),
+                    Ok(Some(Err(error))) => {
+                        // A status in answer to the request: nothing to take from it now.
                         tracing::debug!(%error, "Partition has nothing to hand out.");
-                        break;
+                        Ok(None)
                     }
-                };
-                if let Some(delivery) = self.accept(message, kinds).await? {
-                    deliveries.push(delivery);
+                    Ok(None) | Err(_) => Ok::<_, QueueError>(None),
                 }
+            }
+        });
+        for messages in futures_util::future::join_all(asked).await {
+            if let Some(message) = messages?
+                && let Some(delivery) = self.accept(message, kinds).await?
+            {
+                deliveries.push(delivery);
             }
         }
         Ok(deliveries)

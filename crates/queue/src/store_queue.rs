@@ -11,6 +11,9 @@
 //! key is held by another job is handed back at once, without counting an attempt. A job handed
 //! back with [`Queue::nak`] keeps holding its key through its delay, so a later job for the same
 //! key waits; when its lease expires it still holds the key and gets it back at its next claim.
+//! A nak keeps the job leased until its delay is over (see [`StoreQueue::nak`]); the store then
+//! records "lease expired" as that attempt's error, and the reason given to the last nak, the one
+//! that kills the job, is the dead job's error.
 //!
 //! What holds therefore: per-key exclusivity and order among all workers that pull from one
 //! `StoreQueue` (one process: the embedded deployment). Several processes each with their own
@@ -147,11 +150,11 @@ impl Queue for StoreQueue {
         // step among this queue's pullers, which is what keeps the oldest job of a key first.
         let _turn = self.pulling.lock().await;
         self.reclaim_if_due().await?;
-        // Claim a little more than asked: some may be waiting for their key.
-        let window = max.saturating_mul(2).saturating_add(8).min(512);
+        // Exactly as many as asked: a job whose key is held goes back, and the pull hands out
+        // fewer. Claiming more to make up for it cost more in hand-backs than it won.
         let jobs = self
             .store
-            .claim_jobs(worker, kinds, lease, u32::try_from(window).unwrap_or(512))
+            .claim_jobs(worker, kinds, lease, u32::try_from(max).unwrap_or(u32::MAX))
             .await
             .map_err(QueueError::store("claiming jobs"))?;
 
@@ -204,21 +207,31 @@ impl Queue for StoreQueue {
         Ok(())
     }
 
+    /// A retry keeps the job running under its lease, stretched to the delay: when the lease
+    /// runs out, the reclaim counts the attempt and the job is due at once with its first
+    /// `run_at`, so it stays ahead of the younger jobs of its key in the claim order. (Failing it
+    /// with a later `run_at` would put those younger jobs first, and they would fill every claim
+    /// while it waits for its key.) The last delivery fails the job with `reason`: it is dead.
     async fn nak(&self, delivery: &Delivery, delay: Duration, reason: &str) -> Result<Nacked> {
         let (job_id, worker) = receipt(delivery)?;
-        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        let state = self
+        if delivery.attempt >= self.options.max_deliveries {
+            let state =
+                self.store.fail_job(job_id, worker, reason, None).await.map_err(QueueError::store("failing a job"))?;
+            if state == JobState::Dead {
+                self.let_go(&delivery.key, job_id);
+                return Ok(Nacked::Dead);
+            }
+            return Ok(Nacked::Retry);
+        }
+        let held = self
             .store
-            .fail_job(job_id, worker, reason, Some(retry_at))
+            .heartbeat_job(job_id, worker, delay.max(Duration::from_millis(1)))
             .await
             .map_err(QueueError::store("handing back a failed job"))?;
-        Ok(match state {
-            JobState::Dead => {
-                self.let_go(&delivery.key, job_id);
-                Nacked::Dead
-            }
-            _ => Nacked::Retry,
-        })
+        match held {
+            true => Ok(Nacked::Retry),
+            false => Err(QueueError::LeaseLost { id: delivery.id.clone() }),
+        }
     }
 
     async fn extend(&self, delivery: &Delivery, lease: Duration) -> Result<()> {
