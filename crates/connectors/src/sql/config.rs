@@ -212,9 +212,6 @@ fn check_table(name: &str) -> Result<Ident, String> {
 }
 
 impl SqlConfig {
-    /// Nothing in this configuration is a path: the URL is a secret reference, resolved as is.
-    pub fn resolve_paths(&mut self, _base_dir: &std::path::Path) {}
-
     /// Every problem of the configuration, each with the field path it concerns
     /// (`entities.product.key`). Pure: nothing is connected to.
     pub fn validate(&self) -> Vec<(String, String)> {
