@@ -4,7 +4,8 @@
 //! integer field refuses), turns functions and `NaN` into `null` without a word, and recurses without
 //! a bound. Mapped output must be exact or fail with a reason, so the conversion out is ours.
 
-use jsonata_core::value::JValue;
+use indexmap::IndexMap;
+use jsonata_core::value::{JArray, JValue};
 use serde_json::{Map, Number, Value};
 
 /// Deeper output than this is almost certainly a runaway expression, and converting it would
@@ -35,8 +36,23 @@ impl NotJson {
 }
 
 /// The input side: every JSON value has a `JValue`. Numbers become floats, as in JavaScript.
+///
+/// Converted from the borrowed value, without first cloning the whole tree: this runs once per
+/// record on the mapping's hot path.
 pub(crate) fn to_jvalue(value: &Value) -> JValue {
-    JValue::from(value.clone())
+    match value {
+        Value::Null => JValue::Null,
+        Value::Bool(flag) => JValue::Bool(*flag),
+        Value::Number(number) => JValue::Number(number.as_f64().unwrap_or(0.0)),
+        Value::String(text) => JValue::String(text.as_str().into()),
+        Value::Array(items) => {
+            let flat = !items.iter().any(Value::is_array);
+            JValue::Array(JArray::new_flat(items.iter().map(to_jvalue).collect(), flat))
+        }
+        Value::Object(map) => {
+            JValue::object(map.iter().map(|(key, item)| (key.clone(), to_jvalue(item))).collect::<IndexMap<_, _>>())
+        }
+    }
 }
 
 /// The output side. `None` is JSONata's `undefined` (no value at all).

@@ -316,13 +316,18 @@ impl Mapping {
         for field in &compiled.fields {
             values.push(evaluate_field(field, &input, &compiled.lookups)?);
         }
-        let mut output = original.clone();
+        drop(input);
+        let mut output = original;
         for (field, value) in compiled.fields.iter().zip(&values) {
             set_path(&mut output, field, value.clone())?;
         }
-        let mapped: Record = match serde_json::from_value(output) {
+        let mapped = match Record::from_value_of(compiled.entity, output) {
             Ok(mapped) => mapped,
-            Err(error) => return Err(blame(compiled, &original, &values, error)),
+            Err(error) => {
+                // The rare failing record pays for serializing its original a second time.
+                let original = serde_json::to_value(record).expect("records always serialize");
+                return Err(blame(compiled, &original, &values, error));
+            }
         };
         mapped.validate().map_err(RecordMappingError::Invalid)?;
         Ok(Applied::Mapped(mapped))

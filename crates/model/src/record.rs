@@ -24,6 +24,32 @@ pub enum Record {
 }
 
 impl Record {
+    /// The record of a known kind from its serialized form, with or without its `entity` tag.
+    ///
+    /// Much faster than deserializing a `Record` from a `Value`: serde buffers an internally
+    /// tagged enum's whole content before choosing the variant, and this goes straight to the
+    /// variant's type. A tag naming another kind is an error.
+    pub fn from_value_of(kind: EntityKind, mut value: serde_json::Value) -> Result<Record, serde_json::Error> {
+        use serde::de::Error as _;
+        if let Some(map) = value.as_object_mut()
+            && let Some(tag) = map.remove("entity")
+            && tag.as_str() != Some(kind.as_str())
+        {
+            return Err(serde_json::Error::custom(format!("entity {tag} where {} was expected", kind.as_str())));
+        }
+        Ok(match kind {
+            EntityKind::Product => Record::Product(serde_json::from_value(value)?),
+            EntityKind::PriceList => Record::PriceList(serde_json::from_value(value)?),
+            EntityKind::StockLevel => Record::StockLevel(serde_json::from_value(value)?),
+            EntityKind::Customer => Record::Customer(serde_json::from_value(value)?),
+            EntityKind::Order => Record::Order(serde_json::from_value(value)?),
+            EntityKind::OrderStatus => Record::OrderStatus(serde_json::from_value(value)?),
+            EntityKind::Shipment => Record::Shipment(serde_json::from_value(value)?),
+            EntityKind::Document => Record::Document(serde_json::from_value(value)?),
+            EntityKind::Refund => Record::Refund(serde_json::from_value(value)?),
+        })
+    }
+
     pub fn kind(&self) -> EntityKind {
         match self {
             Record::Product(_) => EntityKind::Product,

@@ -127,6 +127,24 @@ proptest! {
         // Equal up to decimal normalization, which the form applies on purpose.
         prop_assert_eq!(envelope::to_vec(&back), bytes);
     }
+
+    #[test]
+    fn reading_a_known_kind_equals_reading_the_tagged_record(record in record()) {
+        let value = serde_json::to_value(&record).unwrap();
+        let direct = Record::from_value_of(record.kind(), value.clone()).unwrap();
+        let tagged: Record = serde_json::from_value(value.clone()).unwrap();
+        prop_assert_eq!(&direct, &tagged);
+        let mut untagged = value;
+        untagged.as_object_mut().unwrap().remove("entity");
+        prop_assert_eq!(Record::from_value_of(record.kind(), untagged).unwrap(), tagged);
+    }
+}
+
+#[test]
+fn reading_a_known_kind_refuses_another_entity_tag() {
+    let value = serde_json::json!({"entity": "stock_level", "sku": "A", "location": "main", "available": "1"});
+    let error = Record::from_value_of(erpsync_model::EntityKind::Product, value).unwrap_err();
+    assert!(error.to_string().contains("\"stock_level\" where product was expected"), "{error}");
 }
 
 #[test]
