@@ -17,6 +17,9 @@ pub mod traits;
 pub mod tryton;
 pub mod woocommerce;
 
+#[cfg(test)]
+mod golden;
+
 pub use error::{ConnectorError, ErrorKind, Fault};
 pub use registry::{ConnectorInfo, SystemConfig, catalog};
 pub use traits::*;

@@ -273,21 +273,6 @@ impl OdooConnector {
         }
     }
 
-    /// The values of an address contact, with its country.
-    fn contact_values(
-        &self,
-        address: &Address,
-        partner_type: &str,
-        fallback_name: &str,
-        countries: &HashMap<String, i64>,
-    ) -> Map<String, Value> {
-        let mut vals = address_values(address, partner_type, fallback_name);
-        if let Some(country) = countries.get(&address.country.trim().to_uppercase()) {
-            vals.insert("country_id".into(), json!(country));
-        }
-        vals
-    }
-
     async fn write_customers(&self, batch: &WriteBatch) -> Result<Vec<WriteOutcome>, ConnectorError> {
         let context = format!("writing customers to odoo {:?}", self.system);
         let mut outcomes: Vec<Option<WriteOutcome>> = batch.items.iter().map(|_| None).collect();
@@ -325,29 +310,7 @@ impl OdooConnector {
             });
             match known {
                 Some(id) => updates.push((*index, id, customer)),
-                None => {
-                    let (main, others) = split_addresses(&customer.addresses);
-                    let mut vals = partner_values(customer);
-                    let name = vals.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-                    if let Some(main) = main {
-                        let address = self.contact_values(main, "contact", &name, &countries);
-                        for (key, value) in address {
-                            if key != "name" && key != "type" {
-                                vals.insert(key, value);
-                            }
-                        }
-                    }
-                    let children: Vec<Value> = others
-                        .iter()
-                        .map(|address| {
-                            json!([0, 0, self.contact_values(address, partner_type(address.kind), &name, &countries)])
-                        })
-                        .collect();
-                    if !children.is_empty() {
-                        vals.insert("child_ids".into(), Value::Array(children));
-                    }
-                    creates.push((*index, Value::Object(vals)));
-                }
+                None => creates.push((*index, new_partner_values(customer, &countries))),
             }
         }
         let results =
@@ -374,7 +337,7 @@ impl OdooConnector {
                 let name = vals.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                 let (main, others) = split_addresses(&customer.addresses);
                 if let Some(main) = main {
-                    for (key, value) in self.contact_values(main, "contact", &name, &countries) {
+                    for (key, value) in contact_values(main, "contact", &name, &countries) {
                         if key != "name" && key != "type" {
                             vals.insert(key, value);
                         }
@@ -390,7 +353,7 @@ impl OdooConnector {
                             && same_address(child, address)
                     });
                     if !exists {
-                        commands.push(json!([0, 0, self.contact_values(address, kind, &name, &countries)]));
+                        commands.push(json!([0, 0, contact_values(address, kind, &name, &countries)]));
                     }
                 }
                 if !commands.is_empty() {
@@ -463,7 +426,7 @@ impl OdooConnector {
             };
             let mut vals = partner_values(&customer);
             if let Some(address) = order.billing_address.as_ref().or(order.shipping_address.as_ref()) {
-                for (key, value) in self.contact_values(address, "contact", "", &countries) {
+                for (key, value) in contact_values(address, "contact", "", &countries) {
                     if key != "name" && key != "type" {
                         vals.insert(key, value);
                     }
@@ -535,7 +498,7 @@ impl OdooConnector {
                     address.postal_code.as_deref().unwrap_or_default()
                 );
                 if !new_contacts.iter().any(|((p, k, a), _)| *p == partner && *k == kind && *a == key) {
-                    let mut vals = self.contact_values(address, kind, "", &countries);
+                    let mut vals = contact_values(address, kind, "", &countries);
                     vals.insert("parent_id".into(), json!(partner));
                     new_contacts.push(((partner, kind, key.clone()), Value::Object(vals)));
                 }
@@ -1002,6 +965,43 @@ impl OdooConnector {
     }
 }
 
+/// The values of an address contact, with its country.
+fn contact_values(
+    address: &Address,
+    partner_type: &str,
+    fallback_name: &str,
+    countries: &HashMap<String, i64>,
+) -> Map<String, Value> {
+    let mut vals = address_values(address, partner_type, fallback_name);
+    if let Some(country) = countries.get(&address.country.trim().to_uppercase()) {
+        vals.insert("country_id".into(), json!(country));
+    }
+    vals
+}
+
+/// The `res.partner` values that create a customer: its main address on the partner itself,
+/// the other addresses as child contacts. `countries` maps ISO codes to Odoo country ids.
+pub(crate) fn new_partner_values(customer: &Customer, countries: &HashMap<String, i64>) -> Value {
+    let (main, others) = split_addresses(&customer.addresses);
+    let mut vals = partner_values(customer);
+    let name = vals.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    if let Some(main) = main {
+        for (key, value) in contact_values(main, "contact", &name, countries) {
+            if key != "name" && key != "type" {
+                vals.insert(key, value);
+            }
+        }
+    }
+    let children: Vec<Value> = others
+        .iter()
+        .map(|address| json!([0, 0, contact_values(address, partner_type(address.kind), &name, countries)]))
+        .collect();
+    if !children.is_empty() {
+        vals.insert("child_ids".into(), Value::Array(children));
+    }
+    Value::Object(vals)
+}
+
 /// The main address of a customer (the default one, else the first) and the others.
 fn split_addresses(addresses: &[Address]) -> (Option<&Address>, Vec<&Address>) {
     let main =
@@ -1052,7 +1052,7 @@ fn tax_ids(
 
 /// The values of a `sale.order` for an order whose products and partners are known.
 #[allow(clippy::too_many_arguments)]
-fn order_values(
+pub(crate) fn order_values(
     order: &Order,
     (partner, invoice, delivery): (i64, i64, i64),
     products: &HashMap<String, i64>,

@@ -12,7 +12,7 @@ use erpsync_model::{
 };
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The text at `key`, when it is a non-empty string.
 pub fn text(value: &Value, key: &str) -> Option<String> {
@@ -199,6 +199,38 @@ const DEFAULT_OPTION: (&str, &str) = ("Title", "Default Title");
 /// fields, so a variant left out would be deleted), options, prices and SKUs. `variant_ids`
 /// are the ids of existing variants by SKU: they keep variants (and their stock) when a
 /// product is updated. `create` adds the handle derived from the code.
+/// The option Shopify tells variants apart by when the source has none (an ERP whose variants
+/// are separate articles, a file without option columns).
+pub const VARIANT_OPTION: &str = "Variant";
+
+/// A product with several variants and no options at all, given one option, `Variant`, whose
+/// values are the variants' titles when they are all present and distinct, else their SKUs.
+/// `None` when the product needs no such option.
+fn named_variants(product: &Product) -> Option<Product> {
+    let has_options = !product.options.is_empty() || product.variants.iter().any(|variant| !variant.options.is_empty());
+    if has_options || product.variants.len() < 2 {
+        return None;
+    }
+    let titles: Vec<&str> =
+        product.variants.iter().filter_map(|variant| variant.title.as_deref().map(str::trim)).collect();
+    let distinct: HashSet<&str> = titles.iter().copied().collect();
+    let use_titles = titles.len() == product.variants.len()
+        && distinct.len() == titles.len()
+        && titles.iter().all(|title| !title.is_empty());
+    let mut product = product.clone();
+    let mut values = Vec::with_capacity(product.variants.len());
+    for variant in &mut product.variants {
+        let value = match &variant.title {
+            Some(title) if use_titles => title.trim().to_string(),
+            _ => variant.sku.trim().to_string(),
+        };
+        variant.options = vec![OptionValue { option: VARIANT_OPTION.into(), value: value.clone() }];
+        values.push(value);
+    }
+    product.options = vec![ProductOption { name: VARIANT_OPTION.into(), values }];
+    Some(product)
+}
+
 pub fn product_set_input(
     product: &Product,
     variant_ids: &HashMap<String, String>,
@@ -207,6 +239,14 @@ pub fn product_set_input(
     if product.variants.is_empty() {
         return Err("variants: a product needs at least one variant".into());
     }
+    let named;
+    let product = match named_variants(product) {
+        Some(with_option) => {
+            named = with_option;
+            &named
+        }
+        None => product,
+    };
     let mut options: Vec<ProductOption> = product.options.clone();
     if options.is_empty() {
         for variant in &product.variants {
@@ -222,10 +262,8 @@ pub fn product_set_input(
             }
         }
     }
+    // Only a single variant can be left without options here (see `named_variants`).
     let default_option = options.is_empty();
-    if default_option && product.variants.len() > 1 {
-        return Err("options: several variants need option values to tell them apart".into());
-    }
     if options.len() > 3 {
         return Err(format!("options: Shopify allows 3 options per product, this one has {}", options.len()));
     }
@@ -741,16 +779,31 @@ mod tests {
     }
 
     #[test]
-    fn several_variants_without_options_are_refused() {
+    fn several_variants_without_options_are_told_apart_by_a_variant_option() {
+        let variant = |sku: &str, title: Option<&str>| Variant {
+            sku: sku.into(),
+            title: title.map(str::to_string),
+            ..Variant::default()
+        };
         let product = Product {
             title: "Shirt".into(),
-            variants: vec![
-                Variant { sku: "A".into(), ..Variant::default() },
-                Variant { sku: "B".into(), ..Variant::default() },
-            ],
+            variants: vec![variant("A", Some("Blue")), variant("B", Some("Red"))],
             ..Product::default()
         };
-        assert!(product_set_input(&product, &HashMap::new(), true).unwrap_err().starts_with("options"));
+        let input = product_set_input(&product, &HashMap::new(), true).unwrap();
+        assert_eq!(
+            input["productOptions"],
+            json!([{"name": "Variant", "values": [{"name": "Blue"}, {"name": "Red"}]}])
+        );
+        assert_eq!(input["variants"][1]["optionValues"], json!([{"optionName": "Variant", "name": "Red"}]));
+        // Titles that repeat (or are missing) cannot tell variants apart: the SKUs do.
+        let product = Product {
+            variants: vec![variant("A", Some("Shirt")), variant("B", Some("Shirt")), variant("C", None)],
+            ..product
+        };
+        let input = product_set_input(&product, &HashMap::new(), true).unwrap();
+        let values: Vec<&Value> = input["productOptions"][0]["values"].as_array().unwrap().iter().collect();
+        assert_eq!(values, [&json!({"name": "A"}), &json!({"name": "B"}), &json!({"name": "C"})]);
     }
 
     #[test]
