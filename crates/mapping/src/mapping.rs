@@ -163,6 +163,9 @@ struct Compiled {
     entity: EntityKind,
     filter: Option<Expression>,
     fields: Vec<FieldOverride>,
+    /// Every field is inside the record's top-level `extra`: the mapped record is the original
+    /// with those custom fields set, with no trip through JSON for the rest.
+    extra_only: bool,
     lookups: Lookups,
 }
 
@@ -273,7 +276,15 @@ impl Mapping {
             return Err(errors);
         }
         Ok(Mapping {
-            compiled: Some(Arc::new(Compiled { entity: context.entity, filter, fields, lookups: lookups.clone() })),
+            compiled: Some(Arc::new(Compiled {
+                entity: context.entity,
+                filter,
+                extra_only: fields
+                    .iter()
+                    .all(|field| field.path.segments.len() > 1 && field.path.segments[0] == "extra"),
+                fields,
+                lookups: lookups.clone(),
+            })),
         })
     }
 
@@ -317,9 +328,22 @@ impl Mapping {
             values.push(evaluate_field(field, &input, &compiled.lookups)?);
         }
         drop(input);
+        if compiled.extra_only {
+            let mut mapped = record.clone();
+            let extra = mapped.extra_mut();
+            let mut root = Value::Object(std::mem::take(&mut extra.0));
+            for (field, value) in compiled.fields.iter().zip(values) {
+                set_path(&mut root, field, 1, value)?;
+            }
+            if let Value::Object(map) = root {
+                extra.0 = map;
+            }
+            mapped.validate().map_err(RecordMappingError::Invalid)?;
+            return Ok(Applied::Mapped(mapped));
+        }
         let mut output = original;
         for (field, value) in compiled.fields.iter().zip(&values) {
-            set_path(&mut output, field, value.clone())?;
+            set_path(&mut output, field, 0, value.clone())?;
         }
         let mapped = match Record::from_value_of(compiled.entity, output) {
             Ok(mapped) => mapped,
@@ -356,10 +380,11 @@ fn evaluate_field(field: &FieldOverride, input: &JValue, lookups: &Lookups) -> R
 }
 
 /// Sets `value` at the field's path, creating objects where the path meets nothing or `null`.
-fn set_path(root: &mut Value, field: &FieldOverride, value: Value) -> Result<(), RecordMappingError> {
+/// `root` is where the path's segment number `from` is looked up (0: the whole record).
+fn set_path(root: &mut Value, field: &FieldOverride, from: usize, value: Value) -> Result<(), RecordMappingError> {
     let segments = &field.path.segments;
     let mut current = root;
-    for (index, segment) in segments.iter().enumerate() {
+    for (index, segment) in segments.iter().enumerate().skip(from) {
         if current.is_null() {
             *current = Value::Object(Map::new());
         }
@@ -384,7 +409,7 @@ fn set_path(root: &mut Value, field: &FieldOverride, value: Value) -> Result<(),
 fn blame(compiled: &Compiled, original: &Value, values: &[Value], error: serde_json::Error) -> RecordMappingError {
     for (field, value) in compiled.fields.iter().zip(values) {
         let mut alone = original.clone();
-        if set_path(&mut alone, field, value.clone()).is_err() {
+        if set_path(&mut alone, field, 0, value.clone()).is_err() {
             continue;
         }
         if let Err(error) = serde_json::from_value::<Record>(alone) {
@@ -493,6 +518,20 @@ mod tests {
             "[fields]\n\"extra.deep.er\" = '1'\n",
             product(json!({})),
             Ok(json!({"extra": {"saison": "summer", "deep": {"er": 1}}})),
+        );
+        // Custom fields only (the path that skips the JSON round trip) and a mix give the same.
+        let only_extra = mapping("[fields]\n\"extra.season\" = 'extra.saison'\n\"extra.deep.er\" = '1'\n");
+        let mixed = mapping("[fields]\n\"extra.season\" = 'extra.saison'\n\"extra.deep.er\" = '1'\ntitle = 'title'\n");
+        let input = product(json!({}));
+        let mapped = |mapping: &Mapping| match mapping.apply(&input).unwrap() {
+            Applied::Mapped(record) => serde_json::to_value(record).unwrap(),
+            Applied::Skipped { reason } => panic!("skipped: {reason}"),
+        };
+        assert_eq!(mapped(&only_extra), mapped(&mixed));
+        check(
+            "[fields]\n\"extra.saison.x\" = '1'\n",
+            product(json!({})),
+            Err("field `extra.saison.x`: cannot set it because `extra.saison` is a string, not an object"),
         );
     }
 

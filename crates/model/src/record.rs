@@ -50,6 +50,21 @@ impl Record {
         })
     }
 
+    /// The record's own custom fields (`extra` at its top level).
+    pub fn extra_mut(&mut self) -> &mut crate::Extra {
+        match self {
+            Record::Product(product) => &mut product.extra,
+            Record::PriceList(list) => &mut list.extra,
+            Record::StockLevel(stock) => &mut stock.extra,
+            Record::Customer(customer) => &mut customer.extra,
+            Record::Order(order) => &mut order.extra,
+            Record::OrderStatus(change) => &mut change.extra,
+            Record::Shipment(shipment) => &mut shipment.extra,
+            Record::Document(document) => &mut document.extra,
+            Record::Refund(refund) => &mut refund.extra,
+        }
+    }
+
     pub fn kind(&self) -> EntityKind {
         match self {
             Record::Product(_) => EntityKind::Product,
