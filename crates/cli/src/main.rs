@@ -219,6 +219,11 @@ enum FailuresCommand {
     },
 }
 
+/// mimalloc instead of the system allocator: erpsync builds and drops many small JSON values
+/// per record, and glibc's malloc was a third of the mapping benchmark's time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
