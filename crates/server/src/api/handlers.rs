@@ -1,10 +1,11 @@
 //! The admin API's handlers. Each checks the caller's role first, then asks the engine.
 
+use super::extract::{Json, Path, Query};
 use super::views::*;
 use super::{ApiError, Caller};
-use axum::extract::{Path, Query, State};
+use axum::Extension;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use erpsync_engine::Engine;
 use erpsync_store::{DeadLetterFilter, DeadLetterStatus, RunFilter, RunStatus, TokenRole};
 use std::sync::Arc;

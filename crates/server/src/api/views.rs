@@ -217,7 +217,8 @@ pub struct RunsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
-    /// Any id in any system, or a natural key (SKU, order number, e-mail).
+    /// Any id in any system, or a natural key (SKU, order number, e-mail); not blank.
+    #[param(min_length = 1, pattern = r"\S")]
     pub key: String,
 }
 
@@ -398,13 +399,24 @@ pub struct DeadLettersQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EditPayload {
     /// The record to retry with, in the versioned form `{"v":1,"record":{...}}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = VersionedRecord)]
     pub payload: serde_json::Value,
+}
+
+/// A record in erpsync's versioned form, as dead letters keep it: `v` is the format's version
+/// (1), `record` the canonical record with its `kind` (`product`, `order`, ...).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VersionedRecord {
+    #[schema(minimum = 1, example = 1)]
+    pub v: u32,
+    #[schema(value_type = Object)]
+    pub record: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DiscardRequest {
-    /// Why it is closed without syncing; required, for the audit log.
+    /// Why it is closed without syncing; required (not blank), for the audit log.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -483,8 +495,11 @@ impl From<ApiToken> for TokenView {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTokenRequest {
+    /// 1 to 64 letters, digits, `-`, `_`, `.` or `@`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._@-]+$")]
     pub name: String,
     /// `viewer`, `operator` or `admin`.
+    #[schema(pattern = r"^(viewer|operator|admin)$")]
     pub role: String,
 }
 
