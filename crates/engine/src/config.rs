@@ -127,7 +127,7 @@ pub struct CircuitSettings {
 
 impl Default for CircuitSettings {
     fn default() -> Self {
-        Self { failures: 3, cooldown: Duration::from_secs(300) }
+        Self { failures: 3, cooldown: Duration::from_secs(30) }
     }
 }
 
