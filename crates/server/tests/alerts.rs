@@ -552,6 +552,16 @@ system = "shop"
     assert!(body.contains("Rule: shop-down (circuit_open)") && body.contains("System: shop"), "{firing}");
     let text = hooks.lock().unwrap()[0]["text"].as_str().unwrap().to_string();
     assert!(text.starts_with("*[erpsync] shop-down: shop*\nthe circuit of system shop is open"), "{text}");
+    // The metric says so too.
+    let router = erpsync_server::router(engine.clone());
+    let scrape = || async {
+        let response = router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let metrics = scrape().await;
+    assert!(metrics.contains("erpsync_circuit_open{system=\"shop\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("erpsync_circuit_open{system=\"erp\"} 0\n"), "{metrics}");
 
     // The shop comes back: the probe half-opens the circuit (still firing: the flow is on trial),
     // and a run that gets through closes it, which resolves the incident with one message each.
@@ -568,4 +578,6 @@ system = "shop"
     assert_eq!(header(resolved, "Subject"), Some("[erpsync] resolved: shop-down: shop"), "{resolved}");
     assert!(resolved.replace("=\n", "").contains("the circuit of system shop is closed; its flows run"), "{resolved}");
     assert_eq!(hooks.lock().unwrap().len(), 2);
+    let metrics = scrape().await;
+    assert!(metrics.contains("erpsync_circuit_open{system=\"shop\"} 0\n"), "{metrics}");
 }
