@@ -3,6 +3,7 @@
 mod demo;
 mod mapping;
 mod output;
+mod reference;
 mod sim;
 mod token;
 mod webhooks;
@@ -100,6 +101,11 @@ enum Command {
     },
     /// List the connectors this build knows.
     Connectors,
+    /// About the configuration file itself.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
     /// Odoo and Shopify simulators with seed data, synced both ways by `serve`, with a running
     /// printout; stops on Ctrl-C or after `--duration`.
     Demo {
@@ -182,6 +188,13 @@ enum MappingCommand {
     Test { file: PathBuf },
     /// Print what a flow's mapping makes of one record (a JSON file, or `-` for standard input).
     Eval { flow: String, record: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the reference of every configuration key (Markdown), made from the code:
+    /// docs/configuration-reference.md is this output.
+    Reference,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +286,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await;
         }
         Command::Sim { which } => return sim::run(which).await,
+        Command::Config { action: ConfigCommand::Reference } => {
+            print!("{}", reference::markdown());
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let config = load_config(&cli.config)?;
@@ -305,6 +322,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Demo { .. }
         | Command::Mapping { .. }
         | Command::Webhooks { .. }
+        | Command::Config { .. }
         | Command::Sim { .. } => {
             unreachable!("handled above")
         }

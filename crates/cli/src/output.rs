@@ -95,6 +95,11 @@ pub fn print_status(statuses: &[FlowStatus], json: bool) -> Result<()> {
     for status in statuses {
         let last = match (&status.paused, &status.last_run) {
             (Some(_), _) => "paused".to_string(),
+            _ if status.circuit.is_some() => status
+                .circuit
+                .as_ref()
+                .map(|circuit| format!("circuit {} {}", circuit.system, circuit.state.as_str().replace('_', "-")))
+                .unwrap_or_default(),
             (None, Some(run)) => run.status.as_str().to_string(),
             (None, None) => "never".to_string(),
         };
@@ -107,6 +112,27 @@ pub fn print_status(statuses: &[FlowStatus], json: bool) -> Result<()> {
             last,
             lag,
             status.open_failures
+        );
+    }
+    // Open circuits say why their flows are held, once per system.
+    let mut told = std::collections::BTreeSet::new();
+    for circuit in statuses.iter().filter_map(|status| status.circuit.as_ref()) {
+        if !told.insert(circuit.system.clone()) {
+            continue;
+        }
+        let when = match (circuit.state, circuit.probe_at) {
+            (erpsync_engine::circuit::CircuitState::Open, Some(at)) => {
+                format!("flows held; next probe at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+            }
+            _ => "a probe passed; the next run decides".to_string(),
+        };
+        println!(
+            "circuit of system {} is {} after {} failed run(s) ({}: {}); {when}",
+            circuit.system,
+            circuit.state.as_str().replace('_', "-"),
+            circuit.failures,
+            circuit.error_kind.as_deref().unwrap_or("unknown"),
+            circuit.error.as_deref().unwrap_or("no message"),
         );
     }
     Ok(())

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 // --- configuration -------------------------------------------------------------------------------
 
-/// `[alerts]` as written in the configuration file.
-#[derive(Debug, Clone, Deserialize)]
+/// `[alerts]`: alert rules, their channels (e-mail, webhook) and message templates; see
+/// docs/alerts.md.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     /// How often `serve` evaluates the rules.
@@ -50,9 +51,11 @@ fn default_cooldown() -> String {
     "30m".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The e-mail channel: messages over SMTP.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmail {
+    /// The SMTP server (relay) to send through.
     pub smtp_host: String,
     /// Default: 587 with STARTTLS, 465 with TLS, 25 without.
     #[serde(default)]
@@ -61,18 +64,27 @@ pub struct RawEmail {
     /// relay on the same host only).
     #[serde(default)]
     pub tls: SmtpTls,
+    /// SMTP login, with `password`; none logs in without.
     #[serde(default)]
     pub username: Option<String>,
+    /// `"${SMTP_PASSWORD}"` or `{ file = "path" }`, never the password itself.
     #[serde(default)]
+    #[schemars(schema_with = "secret_schema")]
     pub password: Option<SecretRef>,
     /// PEM file of a certificate authority to trust besides the public ones (a company relay).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The sender: `erpsync <erpsync@example.com>`.
     pub from: String,
+    /// Recipients.
     pub to: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+fn secret_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string" })
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
     #[default]
@@ -81,36 +93,47 @@ pub enum SmtpTls {
     None,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The webhook channel: Slack-compatible `{"text": ...}` posts.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// The incoming-webhook URL (`${SLACK_WEBHOOK_URL}`): it is a secret, like a password.
+    #[schemars(schema_with = "secret_schema")]
     pub url: SecretRef,
 }
 
 /// Message templates (minijinja). Each one left out is the built-in default.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateTexts {
+    /// The subject (and the first line of a webhook post) when an incident opens.
     pub subject: Option<String>,
+    /// The body when an incident opens.
     pub body: Option<String>,
+    /// The subject when an incident resolves.
     pub resolved_subject: Option<String>,
+    /// The body when an incident resolves.
     pub resolved_body: Option<String>,
 }
 
-/// One `[[alerts.rules]]` as written.
-#[derive(Debug, Clone, Deserialize)]
+/// One alert rule, `[[alerts.rules]]`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
+    /// The rule's name: letters, digits, `-` and `_`, unique.
     pub name: String,
-    /// `failures`, `lag`, `no_sync`, `slow_run` or `run_failed`.
+    /// `failures`, `lag`, `no_sync`, `slow_run`, `run_failed` or `circuit_open`.
     pub kind: String,
-    /// The flow it watches; every enabled flow when left out.
+    /// The flow it watches; every enabled flow when left out. Not for `circuit_open`.
     #[serde(default)]
     pub flow: Option<String>,
-    /// `failures`: fires when more than this many records failed within `window`.
+    /// `circuit_open`: the system it watches; every system when left out.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// `failures`: fires when more than this many records failed within `window` (default 0).
     #[serde(default)]
     pub threshold: Option<u64>,
+    /// `failures`: the window the failures are counted in (`15m`).
     #[serde(default)]
     pub window: Option<String>,
     /// `lag`: since the last successful run; `slow_run`: a run's duration.
@@ -119,12 +142,13 @@ pub struct RawRule {
     /// `no_sync`: opening time without a record created or updated.
     #[serde(default)]
     pub period: Option<String>,
-    /// `no_sync`: opening days (`mon-fri`, `mon,tue,sat`) and hours (`08:00-18:00`) in
-    /// `timezone` (default `engine.timezone`).
+    /// `no_sync`: opening days, `mon-fri` or `mon,tue,sat`; default every day.
     #[serde(default)]
     pub days: Option<String>,
+    /// `no_sync`: opening hours, `08:00-18:00`; default the whole day.
     #[serde(default)]
     pub hours: Option<String>,
+    /// `no_sync`: the time zone of `days` and `hours` (IANA name); default `engine.timezone`.
     #[serde(default)]
     pub timezone: Option<String>,
     /// `email`, `webhook`: default every configured channel.
@@ -175,6 +199,8 @@ impl Channel {
 pub struct AlertRule {
     pub name: String,
     pub flow: Option<String>,
+    /// The system a `circuit_open` rule watches; every system when `None`.
+    pub system: Option<String>,
     pub condition: Condition,
     pub channels: Vec<Channel>,
 }
@@ -192,6 +218,9 @@ pub enum Condition {
     /// The latest finished run failed: the source or the target could not be read or written
     /// after the flow's retries (the system is down or refuses erpsync).
     RunFailed,
+    /// A system's circuit is open or half-open: runs touching it kept failing because it was
+    /// down or throttling (see [`crate::circuit`]). The incident is about the system.
+    CircuitOpen,
 }
 
 impl Condition {
@@ -202,6 +231,7 @@ impl Condition {
             Condition::NoSync { .. } => "no_sync",
             Condition::SlowRun { .. } => "slow_run",
             Condition::RunFailed => "run_failed",
+            Condition::CircuitOpen => "circuit_open",
         }
     }
 }
@@ -263,6 +293,7 @@ impl OpeningHours {
 pub fn validate(
     raw: RawAlerts,
     flows: &[&str],
+    systems: &[&str],
     default_zone: &str,
     base_dir: &Path,
 ) -> Result<AlertSettings, Vec<(String, String)>> {
@@ -361,6 +392,15 @@ pub fn validate(
             "slow_run" => checked_duration(&mut problems, &format!("{at}.limit"), rule.limit.as_deref(), second)
                 .map(|limit| Condition::SlowRun { limit }),
             "run_failed" => Some(Condition::RunFailed),
+            "circuit_open" => {
+                if rule.flow.is_some() {
+                    problems.push((
+                        format!("{at}.flow"),
+                        "a circuit_open rule watches systems, not flows: use `system`".into(),
+                    ));
+                }
+                Some(Condition::CircuitOpen)
+            }
             "no_sync" => {
                 let minute = Duration::from_secs(60);
                 let period = checked_duration(&mut problems, &format!("{at}.period"), rule.period.as_deref(), minute);
@@ -375,7 +415,7 @@ pub fn validate(
             other => {
                 problems.push((
                     format!("{at}.kind"),
-                    format!("unknown kind {other:?}; use failures, lag, no_sync, slow_run or run_failed"),
+                    format!("unknown kind {other:?}; use failures, lag, no_sync, slow_run, run_failed or circuit_open"),
                 ));
                 None
             }
@@ -406,8 +446,18 @@ pub fn validate(
                 })
                 .collect(),
         };
+        if let Some(system) = &rule.system {
+            if rule.kind != "circuit_open" {
+                problems.push((format!("{at}.system"), "only circuit_open rules watch a system: use `flow`".into()));
+            } else if !systems.contains(&system.as_str()) {
+                problems.push((
+                    format!("{at}.system"),
+                    format!("unknown system {system:?}; configured systems: {}", systems.join(", ")),
+                ));
+            }
+        }
         if let Some(condition) = condition {
-            rules.push(AlertRule { name: rule.name, flow: rule.flow, condition, channels });
+            rules.push(AlertRule { name: rule.name, flow: rule.flow, system: rule.system, condition, channels });
         }
     }
     if !problems.is_empty() {
@@ -544,6 +594,10 @@ impl Engine {
         let statuses = self.status().await?;
         let mut observations = Vec::new();
         for rule in &settings.rules {
+            if rule.condition == Condition::CircuitOpen {
+                observations.extend(self.circuit_observations(rule).await?);
+                continue;
+            }
             for status in statuses.iter().filter(|status| status.enabled) {
                 if rule.flow.as_ref().is_some_and(|flow| flow != &status.name) {
                     continue;
@@ -605,6 +659,7 @@ impl Engine {
                             }
                         }
                     }
+                    Condition::CircuitOpen => unreachable!("circuit rules are observed per system, above"),
                     Condition::NoSync { period, hours } => {
                         if !hours.is_open(now) {
                             (None, format!("outside the opening hours of rule {}", rule.name))
@@ -621,6 +676,38 @@ impl Engine {
                     summary,
                 });
             }
+        }
+        Ok(observations)
+    }
+
+    /// A `circuit_open` rule's observation of each system it watches.
+    async fn circuit_observations(&self, rule: &AlertRule) -> Result<Vec<Observation>, EngineError> {
+        let mut observations = Vec::new();
+        for circuit in self.circuits().await? {
+            if rule.system.as_ref().is_some_and(|system| system != &circuit.system) {
+                continue;
+            }
+            let system = &circuit.system;
+            let summary = match circuit.state {
+                crate::circuit::CircuitState::Closed => {
+                    format!("the circuit of system {system} is closed; its flows run")
+                }
+                state => format!(
+                    "the circuit of system {system} is {} after {} failed run(s) in a row ({}: {}); flows held: {}",
+                    state.as_str().replace('_', "-"),
+                    circuit.failures,
+                    circuit.error_kind.as_deref().unwrap_or("unknown"),
+                    circuit.error.as_deref().unwrap_or("no message"),
+                    if circuit.flows.is_empty() { "none".to_string() } else { circuit.flows.join(", ") },
+                ),
+            };
+            observations.push(Observation {
+                rule: rule.name.clone(),
+                kind: rule.condition.kind().to_string(),
+                scope: system.clone(),
+                firing: Some(circuit.is_open()),
+                summary,
+            });
         }
         Ok(observations)
     }
@@ -679,13 +766,13 @@ pub struct Alerter {
 const DEFAULT_SUBJECT: &str = "[erpsync] {{ rule }}: {{ scope }}";
 const DEFAULT_BODY: &str = "{{ summary }}\n\n\
 Rule: {{ rule }} ({{ kind }})\n\
-Flow: {{ scope }}\n\
+{% if kind == \"circuit_open\" %}System{% else %}Flow{% endif %}: {{ scope }}\n\
 Since: {{ opened_at }}\n\
 {% if dashboard_url %}Dashboard: {{ dashboard_url }}\n{% endif %}";
 const DEFAULT_RESOLVED_SUBJECT: &str = "[erpsync] resolved: {{ rule }}: {{ scope }}";
 const DEFAULT_RESOLVED_BODY: &str = "{{ resolution }}\n\n\
 Rule: {{ rule }} ({{ kind }})\n\
-Flow: {{ scope }}\n\
+{% if kind == \"circuit_open\" %}System{% else %}Flow{% endif %}: {{ scope }}\n\
 Firing from {{ opened_at }} to {{ resolved_at }}: {{ summary }}\n\
 {% if dashboard_url %}Dashboard: {{ dashboard_url }}\n{% endif %}";
 
@@ -953,6 +1040,7 @@ mod tests {
             name: "r".into(),
             kind: "no_sync".into(),
             flow: None,
+            system: None,
             threshold: None,
             window: None,
             limit: None,
@@ -1000,7 +1088,7 @@ mod tests {
 
     fn settings(toml_text: &str) -> Result<AlertSettings, Vec<(String, String)>> {
         let raw: RawAlerts = toml::from_str(toml_text).unwrap();
-        validate(raw, &["orders", "products"], "Europe/Berlin", Path::new("/etc/erpsync"))
+        validate(raw, &["orders", "products"], &["erp", "shop"], "Europe/Berlin", Path::new("/etc/erpsync"))
     }
 
     #[test]

@@ -9,8 +9,9 @@ use croner::Cron;
 use erpsync_connectors::{DeleteMode, SystemConfig};
 use erpsync_mapping::{CompileContext, LookupSpec, LookupTable, Lookups, Mapping, MappingSpec};
 use erpsync_model::EntityKind;
-use serde::Deserialize;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,9 @@ pub struct Config {
     pub alerts: Option<crate::alerts::AlertSettings>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Where erpsync keeps its state: links, checkpoints, runs, dead letters, jobs, the webhook
+/// inbox, the audit log.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     /// `sqlite:///path/erpsync.db` or `postgres://...`. Default: `erpsync.db` in the data
@@ -43,8 +46,9 @@ pub struct StoreSettings {
     pub url: Option<String>,
 }
 
-/// The HTTP server of `erpsync serve`: webhooks, health.
-#[derive(Debug, Clone, Deserialize)]
+/// The HTTP server of `erpsync serve`: webhooks, the admin API, the dashboard, metrics and
+/// health.
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address to listen on. Loopback by default: put a reverse proxy with TLS in front to
@@ -58,6 +62,7 @@ pub struct ServerSettings {
     /// PEM certificate chain and private key: with both, the server speaks HTTPS itself.
     /// Relative paths are relative to the configuration file's folder.
     pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
 }
 
@@ -73,11 +78,14 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// How flows are run: leases, concurrency, time zone, webhook coalescing.
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
-    /// How long a claimed job stays leased without a heartbeat.
+    /// How long a claimed job stays leased without a heartbeat (heartbeats come every third of
+    /// it); a process that died frees its flow after this, or at once on the same host.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub lease: Duration,
     /// How many flows `serve` runs at the same time.
     pub concurrency: usize,
@@ -86,11 +94,40 @@ pub struct EngineSettings {
     /// Webhook events waiting for one flow above this many records are a mass change: the flow
     /// pulls what changed in pages instead of fetching each record by id.
     pub coalesce_above: usize,
+    /// Circuit breakers per system (see docs/operations.md, "Circuit breakers").
+    pub circuit: CircuitSettings,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(60), concurrency: 4, timezone: "UTC".into(), coalesce_above: 200 }
+        Self {
+            lease: Duration::from_secs(60),
+            concurrency: 4,
+            timezone: "UTC".into(),
+            coalesce_above: 200,
+            circuit: CircuitSettings::default(),
+        }
+    }
+}
+
+/// When a system's circuit opens and how long it stays open before a probe.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitSettings {
+    /// Runs in a row that fail because a system is down or throttling (`unavailable`,
+    /// `timeout`, `rate_limited` after the flow's retries) before its circuit opens and the
+    /// flows using it are held; `0` switches circuit breakers off.
+    pub failures: u32,
+    /// How long an open circuit waits before a probe (the connector's health check) may
+    /// half-open it.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub cooldown: Duration,
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        Self { failures: 3, cooldown: Duration::from_secs(30) }
     }
 }
 
@@ -117,14 +154,20 @@ pub struct FlowConfig {
     pub on_delete: DeleteMode,
 }
 
-/// Backoff for transient failures: `initial * 2^attempt`, capped at `max`, with jitter.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// Backoff for transient failures (429, 5xx, timeouts, disk errors): `initial * 2^attempt`,
+/// capped at `max`, with jitter.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
+    /// Attempts before a run fails or a record becomes a dead letter.
     pub max_attempts: u32,
+    /// The first backoff; it doubles with each attempt.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub initial: Duration,
+    /// The longest backoff; a longer `Retry-After` from the system is honoured.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub max: Duration,
 }
 
@@ -134,27 +177,50 @@ impl Default for RetryPolicy {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// One flow: an entity moving from a source system to a target system. A flow without
+/// `interval` or `schedule` runs when asked, on webhooks of its source, and on its
+/// reconciliation pass.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawFlow {
+    /// What moves: `product`, `price_list`, `stock_level`, `customer`, `order`,
+    /// `order_status`, `shipment`, `document` or `refund`.
     entity: String,
+    /// The system records are read from (a name under `[systems]`).
     source: String,
+    /// The system records are written to.
     target: String,
+    /// Run every `30s`, `15m`, `2h`, `1d` under `serve`.
     interval: Option<String>,
+    /// Or a cron expression (`"*/15 * * * *"`, `"0 6 * * 1-5"`); not both.
     schedule: Option<String>,
+    /// The time zone `schedule` is read in (IANA name); default `engine.timezone`.
     timezone: Option<String>,
+    /// How often a full reconciliation pass runs under `serve` (reads everything, writes only
+    /// what differs; catches what webhooks missed); `"off"` switches it off. Default `1h` for
+    /// a flow without `interval` or `schedule`, else off.
     reconcile: Option<String>,
+    /// Records per page: the unit of commit and of checkpoint.
     #[serde(default = "default_page_size")]
     page_size: usize,
+    /// Retries of transient failures.
     #[serde(default)]
     retry: RetryPolicy,
+    /// `serve` skips a disabled flow; `erpsync sync` still runs it.
     #[serde(default = "default_true")]
     enabled: bool,
+    /// Field overrides and a filter in JSONata (`filter`, `fields`): see "Mappings" in
+    /// docs/configuration.md.
     #[serde(default)]
+    #[schemars(schema_with = "crate::config::mapping_schema")]
     mapping: Option<MappingSpec>,
+    /// Two-way merge rules per field (`source`, `target`, `newest`): see "Two-way sync" in
+    /// docs/configuration.md.
     #[serde(default)]
     fields: Option<BTreeMap<String, String>>,
+    /// What a full reconciliation does in the target with a record the source no longer has.
     #[serde(default)]
+    #[schemars(schema_with = "crate::config::delete_mode_schema")]
     on_delete: DeleteMode,
 }
 
@@ -649,7 +715,8 @@ impl Config {
         let mut alerts = None;
         if let Some((at, raw)) = raw_alerts {
             let flow_names: Vec<&str> = flows.keys().map(String::as_str).collect();
-            match crate::alerts::validate(raw, &flow_names, &engine_timezone, &base_dir) {
+            let system_names: Vec<&str> = system_spans.keys().map(String::as_str).collect();
+            match crate::alerts::validate(raw, &flow_names, &system_names, &engine_timezone, &base_dir) {
                 Ok(settings) => alerts = Some(settings),
                 Err(alert_problems) => {
                     for (field, message) in alert_problems {
@@ -738,9 +805,63 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// The configuration file as written, for its reference (`erpsync config reference`): the
+/// sections that [`Config::parse`] reads one by one.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // Never built: only its schema is used.
+struct ConfigFile {
+    store: StoreSettings,
+    engine: EngineSettings,
+    server: ServerSettings,
+    /// One per configured endpoint. `type` selects the connector
+    /// (`erpsync connectors` lists them); the other keys are the connector's own, documented
+    /// in docs/connectors/. Names use letters, digits, `-` and `_`.
+    #[schemars(schema_with = "crate::config::systems_schema")]
+    systems: (),
+    flows: BTreeMap<String, RawFlow>,
+    /// Value translation tables for mappings (`values`, `file`, `default`,
+    /// `on_unknown`): see "Lookups" in docs/configuration.md.
+    #[schemars(schema_with = "crate::config::lookups_schema")]
+    lookups: (),
+    /// Alert rules and channels: see docs/alerts.md.
+    alerts: Option<crate::alerts::RawAlerts>,
+}
+
+/// The JSON Schema of the configuration file, with the doc comments of its types as
+/// descriptions: the source of docs/configuration-reference.md.
+pub fn reference_schema() -> schemars::Schema {
+    schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())
+        .into_root_schema_for::<ConfigFile>()
+}
+
+fn mapping_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object" })
+}
+
+/// A table of tables whose keys are documented elsewhere.
+fn lookups_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "additionalProperties": { "type": "object" } })
+}
+
+fn systems_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "additionalProperties": { "type": "object" } })
+}
+
+/// `on_delete`'s values, each checked against [`DeleteMode`] by a test.
+const DELETE_MODES: [&str; 3] = ["ignore", "archive", "delete"];
+
+fn delete_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": DELETE_MODES, "default": "ignore" })
+}
+
 mod duration_text {
-    use serde::{Deserialize, Deserializer, de};
+    use serde::{Deserialize, Deserializer, Serializer, de};
     use std::time::Duration;
+
+    /// For the defaults in the configuration reference.
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_duration(*duration))
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -771,6 +892,38 @@ source = "erp"
 target = "shop"
 interval = "5m"
 "#;
+
+    #[test]
+    fn the_reference_schema_names_exactly_the_sections_the_parser_reads() {
+        let schema = serde_json::to_value(reference_schema()).unwrap();
+        let sections: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        // Every section of the schema is one the parser accepts…
+        for section in &sections {
+            let text = format!("{GOOD}\n[{section}]\n");
+            let text = if ["systems", "flows"].contains(&section.as_str()) { GOOD.to_string() } else { text };
+            if let Err(errors) = parse(&text) {
+                assert!(!errors.to_string().contains("unknown section"), "{section}: {errors}");
+            }
+        }
+        // …and every section the parser accepts is in the schema.
+        let errors = parse("[nonsense]\n").unwrap_err().to_string();
+        let listed = errors.split("expected one of").nth(1).unwrap();
+        let accepted: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+        let mut expected: Vec<&str> = sections.iter().map(|section| section.as_str()).collect();
+        expected.sort();
+        let mut accepted_sorted = accepted.clone();
+        accepted_sorted.sort();
+        assert_eq!(accepted_sorted, expected, "{errors}");
+    }
+
+    #[test]
+    fn every_documented_delete_mode_is_one() {
+        for mode in DELETE_MODES {
+            let parsed: DeleteMode = serde_json::from_value(serde_json::json!(mode)).unwrap();
+            assert_eq!(serde_json::to_value(parsed).unwrap(), serde_json::json!(mode));
+        }
+        assert!(serde_json::from_value::<DeleteMode>(serde_json::json!("erase")).is_err());
+    }
 
     #[test]
     fn parses_a_good_configuration() {

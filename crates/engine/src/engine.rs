@@ -74,6 +74,8 @@ pub struct FlowStatus {
     pub next_reconcile: Option<DateTime<Utc>>,
     /// Set while an operator has paused the flow: no scheduled or webhook-triggered runs.
     pub paused: Option<FlowPause>,
+    /// The circuit of its source or target while one is open or half-open (open: held).
+    pub circuit: Option<crate::circuit::Circuit>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,6 +98,7 @@ pub struct Engine {
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
     sinks: Mutex<HashMap<String, Arc<dyn Sink>>>,
     receivers: Mutex<HashMap<String, Option<Arc<dyn WebhookReceiver>>>>,
+    pub(crate) circuits: crate::circuit::Circuits,
 }
 
 impl Engine {
@@ -107,6 +110,7 @@ impl Engine {
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
             receivers: Mutex::new(HashMap::new()),
+            circuits: Default::default(),
         }
     }
 
@@ -163,6 +167,7 @@ impl Engine {
         let source = self.source(&flow, &flow.source)?;
         let sink = self.sink(&flow, &flow.target)?;
         let target_reader = if flow.fields.is_some() { Some(self.source(&flow, &flow.target)?) } else { None };
+        let (source, sink, target_reader) = self.circuits.watch(&flow, source, sink, target_reader);
         Ok(FlowContext { flow, store: self.store.clone(), source, sink, target_reader })
     }
 
@@ -327,6 +332,7 @@ impl Engine {
             (None, None) => flow::run_flow(ctx, &run_options, &stop, progress).await,
         };
         heartbeat.abort();
+        self.circuits.run_ended(self, &ctx.flow, &result).await;
         let worker = &self.worker.0;
         let settled = match &result {
             Ok(summary) if summary.status == RunStatus::Interrupted => self.store.release_job(job.id, worker).await,
@@ -372,6 +378,7 @@ impl Engine {
         let mut last_reclaim = Utc::now() - chrono::Duration::seconds(60);
         let mut last_redrive = Utc::now();
         let alerting = crate::alerts::spawn(self, shutdown.clone());
+        let probing = crate::circuit::spawn(self, shutdown.clone());
         while !shutdown.is_requested() {
             let now = Utc::now();
             if now - last_reclaim > chrono::Duration::seconds(10) {
@@ -384,7 +391,8 @@ impl Engine {
                 last_redrive = now;
             }
             // Paused flows: their due triggers pass without a run, and their queued jobs wait.
-            let paused = self.paused_flow_names().await?;
+            let mut paused = self.paused_flow_names().await?;
+            paused.extend(self.flows_held_by_circuits().await?);
             for due in schedule.iter_mut().filter(|due| due.at <= now) {
                 if paused.contains(&due.flow) {
                     due.at = due.trigger.next_after(now);
@@ -443,6 +451,7 @@ impl Engine {
         if let Some(alerting) = alerting {
             let _ = alerting.await;
         }
+        let _ = probing.await;
         Ok(())
     }
 
@@ -577,6 +586,7 @@ impl Engine {
             busy.extend(self.store.list_jobs(Some(state), 1000).await?.into_iter().map(|job| job.kind));
         }
         let paused = self.paused_flow_names().await?;
+        let held = self.flows_held_by_circuits().await?;
         let mut by_system: BTreeMap<String, Vec<erpsync_store::InboxDelivery>> = BTreeMap::new();
         for delivery in deliveries {
             by_system.entry(delivery.system.clone()).or_default().push(delivery);
@@ -601,7 +611,11 @@ impl Engine {
                 }
                 continue;
             }
-            if flows.iter().any(|flow| busy.contains(&format!("{RUN_FLOW_KIND}{}", flow.name))) {
+            // A flow held by an open circuit leaves its system's deliveries in the inbox.
+            if flows
+                .iter()
+                .any(|flow| held.contains(&flow.name) || busy.contains(&format!("{RUN_FLOW_KIND}{}", flow.name)))
+            {
                 continue;
             }
             let receiver = self.webhook_receiver(&system)?;
@@ -662,6 +676,7 @@ impl Engine {
             self.store.schedules().await?.into_iter().map(|s| (s.name, s.next_run_at)).collect();
         let mut paused: HashMap<String, FlowPause> =
             self.store.paused_flows().await?.into_iter().map(|pause| (pause.flow.clone(), pause)).collect();
+        let circuits = self.circuits().await?;
         let mut statuses = Vec::new();
         for flow in self.config.flows.values() {
             let runs = self.store.list_runs(Some(&flow.name), 50).await?;
@@ -682,6 +697,7 @@ impl Engine {
                 next_run: flow.trigger.as_ref().and(schedules.get(&flow.name).copied()),
                 next_reconcile: flow.reconcile.and(schedules.get(&format!("{}#reconcile", flow.name)).copied()),
                 paused: paused.remove(&flow.name),
+                circuit: crate::circuit::of_flow(&circuits, flow),
             });
         }
         Ok(statuses)

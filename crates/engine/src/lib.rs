@@ -6,6 +6,7 @@
 //! overlap and a run whose process died is picked up again.
 
 pub mod alerts;
+pub mod circuit;
 pub mod config;
 mod engine;
 mod error;

@@ -31,6 +31,8 @@ pub const API_REQUESTS_TOTAL: &str = "erpsync_api_requests_total";
 pub const FLOW_LAG_SECONDS: &str = "erpsync_flow_lag_seconds";
 /// 1 when the flow is paused, else 0, by `flow` (set on scrape).
 pub const FLOW_PAUSED: &str = "erpsync_flow_paused";
+/// 1 while the system's circuit is open or half-open, else 0, by `system` (set on scrape).
+pub const CIRCUIT_OPEN: &str = "erpsync_circuit_open";
 /// Unresolved dead letters, by `flow` (set on scrape).
 pub const DEAD_LETTERS_OPEN: &str = "erpsync_dead_letters_open";
 /// Webhook deliveries not yet turned into runs (set on scrape).
@@ -48,6 +50,7 @@ pub const ALL: &[(&str, MetricKind, &str)] = &[
     (API_REQUESTS_TOTAL, MetricKind::Counter, "Requests to the admin API, by HTTP status."),
     (FLOW_LAG_SECONDS, MetricKind::Gauge, "Seconds since the flow's last successful run finished."),
     (FLOW_PAUSED, MetricKind::Gauge, "1 when the flow is paused by an operator."),
+    (CIRCUIT_OPEN, MetricKind::Gauge, "1 while the system's circuit breaker is open or half-open."),
     (DEAD_LETTERS_OPEN, MetricKind::Gauge, "Unresolved dead letters, by flow."),
     (INBOX_PENDING, MetricKind::Gauge, "Webhook deliveries waiting to be turned into runs."),
     (JOBS, MetricKind::Gauge, "Jobs by state."),

@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text. Counters and histograms come from the `metrics` recorder
 //! installed here (the engine records them where pages commit, runs end and connectors are
 //! called; the webhook receiver and the admin API record theirs); gauges (lag, paused flows,
-//! open dead letters, inbox and job queues) are read from the store on every scrape, so they
+//! open circuits, open dead letters, inbox and job queues) are read from the store on every scrape, so they
 //! are right whichever worker process did the work. Names: [`erpsync_engine::metrics`].
 
 use axum::extract::State;
@@ -66,6 +66,10 @@ async fn set_gauges(engine: &Engine) -> Result<(), erpsync_engine::EngineError> 
             0.0
         });
         metrics::gauge!(names::DEAD_LETTERS_OPEN, "flow" => flow).set(status.open_failures as f64);
+    }
+    for circuit in engine.circuits().await? {
+        let open = if circuit.is_open() { 1.0 } else { 0.0 };
+        metrics::gauge!(names::CIRCUIT_OPEN, "system" => circuit.system).set(open);
     }
     let depths = engine.store().queue_depths().await?;
     metrics::gauge!(names::INBOX_PENDING).set(depths.inbox_pending as f64);

@@ -430,3 +430,154 @@ flow = "products"
     let open = engine.store().list_alerts(&AlertFilter { open_only: true, ..Default::default() }).await.unwrap();
     assert_eq!(open.len(), 1, "the last run went through, so run_failed did not fire: {open:?}");
 }
+
+/// A shop that answers 503 to every write while `down` is set.
+struct FlakyShop {
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl erpsync_connectors::Sink for FlakyShop {
+    fn capabilities(&self, _entity: erpsync_model::EntityKind) -> erpsync_connectors::Capabilities {
+        erpsync_connectors::Capabilities { write: true, lookup: true, ..Default::default() }
+    }
+
+    fn max_batch_size(&self, _entity: erpsync_model::EntityKind) -> usize {
+        10
+    }
+
+    async fn lookup(
+        &self,
+        _entity: erpsync_model::EntityKind,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, erpsync_connectors::ConnectorError> {
+        self.answer("looking up products in \"shop\"")?;
+        Ok(keys.iter().map(|_| None).collect())
+    }
+
+    async fn write_batch(
+        &self,
+        batch: &erpsync_connectors::WriteBatch,
+    ) -> Result<Vec<erpsync_connectors::WriteOutcome>, erpsync_connectors::ConnectorError> {
+        self.answer("writing products to \"shop\"")?;
+        Ok(batch
+            .items
+            .iter()
+            .map(|item| erpsync_connectors::WriteOutcome::Created { target_id: format!("T-{}", item.natural_key) })
+            .collect())
+    }
+}
+
+impl FlakyShop {
+    fn answer(&self, doing: &str) -> Result<(), erpsync_connectors::ConnectorError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(erpsync_connectors::ConnectorError::new(
+                erpsync_connectors::ErrorKind::Unavailable,
+                doing,
+                "503 service unavailable",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_sends_one_message_and_its_closing_a_resolve_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path());
+    let (hook_url, hooks) = webhook_receiver().await;
+    std::fs::write(dir.path().join("hook-url"), &hook_url).unwrap();
+    let alerts = format!(
+        r#"
+[flows.products.retry]
+max_attempts = 1
+
+[engine.circuit]
+failures = 2
+cooldown = "1s"
+
+[alerts]
+interval = "1s"
+
+[alerts.email]
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+ca_file = "ca.pem"
+from = "erpsync <erpsync@example.com>"
+to = ["ops@example.com"]
+
+[alerts.webhook]
+url = {{ file = "hook-url" }}
+
+[[alerts.rules]]
+name = "shop-down"
+kind = "circuit_open"
+system = "shop"
+"#,
+        port = smtp.port
+    );
+    let engine = engine_with(dir.path(), &alerts).await;
+    let shop = Arc::new(FlakyShop { down: true.into() });
+    engine.use_sink("shop", shop.clone());
+    let alerter = Alerter::new(engine.clone());
+
+    // One failed run: the circuit is still closed, nothing fires.
+    sync(&engine).await;
+    let changes = alerter.evaluate(chrono::Utc::now()).await.unwrap();
+    assert!(changes.opened.is_empty(), "{changes:?}");
+    // The second opens it: one incident about the system, one message per channel.
+    sync(&engine).await;
+    let changes = alerter.evaluate(chrono::Utc::now()).await.unwrap();
+    assert_eq!(changes.opened.len(), 1, "{changes:?}");
+    let opened = &changes.opened[0];
+    assert_eq!((opened.kind.as_str(), opened.scope.as_str()), ("circuit_open", "shop"));
+    let sent: Vec<(&str, bool)> = opened.deliveries.iter().map(|d| (d.channel.as_str(), d.ok)).collect();
+    assert_eq!(sent, vec![("email", true), ("webhook", true)], "{:?}", opened.deliveries);
+    for _ in 0..2 {
+        let changes = alerter.evaluate(chrono::Utc::now()).await.unwrap();
+        assert!(changes.opened.is_empty() && changes.resolved.is_empty(), "still the same incident: {changes:?}");
+    }
+    wait_for("the firing e-mail", || smtp.messages().len() == 1).await;
+    let firing = &smtp.messages()[0];
+    assert_eq!(header(firing, "Subject"), Some("[erpsync] shop-down: shop"), "{firing}");
+    // The body is quoted-printable: join its soft line breaks.
+    let body = firing.replace("=\n", "");
+    assert!(
+        body.contains(
+            "the circuit of system shop is open after 2 failed run(s) in a row (unavailable: looking up products \
+             in \"shop\": 503 service unavailable); flows held: products"
+        ),
+        "{firing}"
+    );
+    assert!(body.contains("Rule: shop-down (circuit_open)") && body.contains("System: shop"), "{firing}");
+    let text = hooks.lock().unwrap()[0]["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with("*[erpsync] shop-down: shop*\nthe circuit of system shop is open"), "{text}");
+    // The metric says so too.
+    let router = erpsync_server::router(engine.clone());
+    let scrape = || async {
+        let response = router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let metrics = scrape().await;
+    assert!(metrics.contains("erpsync_circuit_open{system=\"shop\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("erpsync_circuit_open{system=\"erp\"} 0\n"), "{metrics}");
+
+    // The shop comes back: the probe half-opens the circuit (still firing: the flow is on trial),
+    // and a run that gets through closes it, which resolves the incident with one message each.
+    shop.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    engine.probe_circuits().await.unwrap();
+    let changes = alerter.evaluate(chrono::Utc::now()).await.unwrap();
+    assert!(changes.resolved.is_empty(), "half-open is not resolved yet: {changes:?}");
+    sync(&engine).await;
+    let changes = alerter.evaluate(chrono::Utc::now()).await.unwrap();
+    assert_eq!(changes.resolved.len(), 1, "{changes:?}");
+    wait_for("the resolve e-mail", || smtp.messages().len() == 2).await;
+    let resolved = &smtp.messages()[1];
+    assert_eq!(header(resolved, "Subject"), Some("[erpsync] resolved: shop-down: shop"), "{resolved}");
+    assert!(resolved.replace("=\n", "").contains("the circuit of system shop is closed; its flows run"), "{resolved}");
+    assert_eq!(hooks.lock().unwrap().len(), 2);
+    let metrics = scrape().await;
+    assert!(metrics.contains("erpsync_circuit_open{system=\"shop\"} 0\n"), "{metrics}");
+}

@@ -346,6 +346,31 @@ async fn tokens_and_roles_are_enforced() {
             assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
         }
     }
+    // Every operation of the document, not only those above: no token and a wrong token are
+    // refused with 401 before anything else is looked at, and every operation that is not a
+    // read is one of the role-checked actions above.
+    let (_, document) = setup.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let operations = documented_operations(&document);
+    assert!(operations.len() >= 20, "{operations:?}");
+    for (method, template) in &operations {
+        let path = template
+            .replace("{flow}", "products")
+            .replace("{system}", "erp")
+            .replace("{id}", "1")
+            .replace("{name}", "grafana");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        for token in [None, Some(near.as_str()), Some("erpsync_not-a-token")] {
+            let (status, answer) = setup.call(method.clone(), &path, token, Some(json!({}))).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}: {answer}");
+        }
+        let role_checked =
+            operator_actions.iter().chain(admin_actions.iter()).any(|(m, p, _)| *m == method && *p == path);
+        assert!(
+            method == Method::GET || role_checked,
+            "{method} {template} changes something but is not checked for a role by this test"
+        );
+    }
+
     // Nothing of those refused actions happened.
     assert!(setup.engine.store().paused_flows().await.unwrap().is_empty());
     assert!(setup.engine.store().list_jobs(None, 10).await.unwrap().is_empty());

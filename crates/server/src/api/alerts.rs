@@ -1,8 +1,8 @@
 //! `GET /api/v1/alerts`: incidents of the `[alerts]` rules with the messages sent about them.
 
 use super::ApiError;
-use axum::Json;
-use axum::extract::{Query, State};
+use super::extract::{Json, Query};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use erpsync_engine::Engine;
 use erpsync_store::{Alert, AlertDelivery, AlertFilter};

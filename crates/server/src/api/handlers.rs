@@ -1,10 +1,11 @@
 //! The admin API's handlers. Each checks the caller's role first, then asks the engine.
 
+use super::extract::{Json, Path, Query};
 use super::views::*;
 use super::{ApiError, Caller};
-use axum::extract::{Path, Query, State};
+use axum::Extension;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use erpsync_engine::Engine;
 use erpsync_store::{DeadLetterFilter, DeadLetterStatus, RunFilter, RunStatus, TokenRole};
 use std::sync::Arc;
@@ -24,11 +25,22 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 
 // --- systems -----------------------------------------------------------------------------------
 
-/// Every configured system and the flows that use it.
+/// Every configured system, the flows that use it, and its circuit breaker.
 #[utoipa::path(get, path = "/api/v1/systems", tag = "systems",
     responses((status = 200, body = Vec<SystemView>), (status = 401, body = Message)))]
 pub async fn list_systems(State(engine): State<Arc<Engine>>) -> ApiResult<Vec<SystemView>> {
-    Ok(Json(engine.systems().into_iter().map(SystemView::from).collect()))
+    let mut circuits = engine.circuits().await?;
+    let systems = engine
+        .systems()
+        .into_iter()
+        .map(|system| {
+            let at = circuits.iter().position(|circuit| circuit.system == system.name);
+            let circuit = at.map(|at| circuits.swap_remove(at));
+            let circuit = circuit.expect("engine.circuits() has one circuit per configured system");
+            SystemView::new(system, circuit)
+        })
+        .collect();
+    Ok(Json(systems))
 }
 
 /// Checks a system: reads one record of each entity flows read from it; builds the connector

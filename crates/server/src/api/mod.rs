@@ -8,6 +8,7 @@
 //! as `token:<name>`.
 
 pub mod alerts;
+mod extract;
 mod handlers;
 pub mod views;
 
@@ -84,10 +85,43 @@ pub fn router(engine: Arc<Engine>) -> (Router<Arc<Engine>>, OpenApiDocument) {
         .routes(routes!(handlers::revoke_token))
         .routes(routes!(alerts::list_alerts))
         .split_for_parts();
+    let mut document = document;
+    document_common_answers(&mut document);
     let routes = routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(engine, authenticate));
     (routes, document)
+}
+
+/// Adds to every operation the answers that its handler does not write itself: 401 (every
+/// operation needs a token), 400 when a path or query parameter does not parse, and 400, 415
+/// and 422 when a request body is not JSON of the right shape (see [`extract`]). Done on the
+/// generated document so that a new operation cannot leave them out.
+fn document_common_answers(document: &mut OpenApiDocument) {
+    use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, ResponseBuilder};
+    let message = |description: &str| -> RefOr<utoipa::openapi::Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("Message"))).build())
+            .into()
+    };
+    for item in document.paths.paths.values_mut() {
+        let PathItem { get, put, post, delete, patch, .. } = item;
+        for operation in [get, put, post, delete, patch].into_iter().flatten() {
+            let mut answers = vec![(401, "No token, or an unknown or revoked one")];
+            if operation.parameters.as_ref().is_some_and(|parameters| !parameters.is_empty()) {
+                answers.push((400, "A path or query parameter is not valid"));
+            }
+            if operation.request_body.is_some() {
+                answers.push((400, "The body is not valid JSON"));
+                answers.push((415, "The body is not sent as application/json"));
+                answers.push((422, "The body is JSON of the wrong shape"));
+            }
+            for (status, description) in answers {
+                operation.responses.responses.entry(status.to_string()).or_insert_with(|| message(description));
+            }
+        }
+    }
 }
 
 /// Who is calling: the token's name and role, put into the request by [`authenticate`].

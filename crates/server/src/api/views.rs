@@ -2,6 +2,7 @@
 //! engine's and the store's types, so that the document describes exactly what is sent.
 
 use chrono::{DateTime, Utc};
+use erpsync_engine::circuit::Circuit;
 use erpsync_engine::{FlowStatus, SystemHealth, SystemSummary, TraceReport};
 use erpsync_store::{ApiToken, AuditEntry, DeadLetter, DeadLetterEvent, FlowPause, RecordLogEntry, Run, RunCounts};
 use serde::{Deserialize, Serialize};
@@ -22,16 +23,59 @@ pub struct SystemView {
     pub source_of: Vec<String>,
     pub target_of: Vec<String>,
     pub receives_webhooks: bool,
+    /// The system's circuit breaker.
+    pub circuit: CircuitView,
 }
 
-impl From<SystemSummary> for SystemView {
-    fn from(system: SystemSummary) -> Self {
+impl SystemView {
+    pub fn new(system: SystemSummary, circuit: Circuit) -> Self {
         Self {
             name: system.name,
             connector: system.connector,
             source_of: system.source_of,
             target_of: system.target_of,
             receives_webhooks: system.receives_webhooks,
+            circuit: circuit.into(),
+        }
+    }
+}
+
+/// A system's circuit breaker: `open` holds the flows using the system (no scheduled or
+/// webhook-triggered runs) until a probe passes; `half_open` lets them run, and the next run
+/// closes it or opens it again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitView {
+    pub system: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Runs in a row that failed because the system was down or throttling.
+    pub failures: u32,
+    /// When the state last changed.
+    pub since: Option<DateTime<Utc>>,
+    /// The last outage's kind: `unavailable`, `timeout` or `rate_limited`.
+    pub error_kind: Option<String>,
+    /// The last outage's message, or why the last probe failed.
+    pub error: Option<String>,
+    /// The flow whose run counted last.
+    pub flow: Option<String>,
+    /// When an open circuit is probed next.
+    pub probe_at: Option<DateTime<Utc>>,
+    /// The enabled flows it holds while open.
+    pub flows: Vec<String>,
+}
+
+impl From<Circuit> for CircuitView {
+    fn from(circuit: Circuit) -> Self {
+        Self {
+            system: circuit.system,
+            state: circuit.state.as_str().to_string(),
+            failures: circuit.failures,
+            since: circuit.since,
+            error_kind: circuit.error_kind,
+            error: circuit.error,
+            flow: circuit.flow,
+            probe_at: circuit.probe_at,
+            flows: circuit.flows,
         }
     }
 }
@@ -88,6 +132,8 @@ pub struct FlowView {
     pub open_failures: i64,
     pub next_run: Option<DateTime<Utc>>,
     pub next_reconcile: Option<DateTime<Utc>>,
+    /// The circuit of its source or target while one is open (the flow is held) or half-open.
+    pub circuit: Option<CircuitView>,
 }
 
 impl From<FlowStatus> for FlowView {
@@ -105,6 +151,7 @@ impl From<FlowStatus> for FlowView {
             open_failures: status.open_failures,
             next_run: status.next_run,
             next_reconcile: status.next_reconcile,
+            circuit: status.circuit.map(CircuitView::from),
         }
     }
 }
@@ -217,7 +264,8 @@ pub struct RunsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
-    /// Any id in any system, or a natural key (SKU, order number, e-mail).
+    /// Any id in any system, or a natural key (SKU, order number, e-mail); not blank.
+    #[param(min_length = 1, pattern = r"\S")]
     pub key: String,
 }
 
@@ -398,13 +446,24 @@ pub struct DeadLettersQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EditPayload {
     /// The record to retry with, in the versioned form `{"v":1,"record":{...}}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = VersionedRecord)]
     pub payload: serde_json::Value,
+}
+
+/// A record in erpsync's versioned form, as dead letters keep it: `v` is the format's version
+/// (1), `record` the canonical record with its `kind` (`product`, `order`, ...).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VersionedRecord {
+    #[schema(minimum = 1, example = 1)]
+    pub v: u32,
+    #[schema(value_type = Object)]
+    pub record: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DiscardRequest {
-    /// Why it is closed without syncing; required, for the audit log.
+    /// Why it is closed without syncing; required (not blank), for the audit log.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -483,8 +542,11 @@ impl From<ApiToken> for TokenView {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTokenRequest {
+    /// 1 to 64 letters, digits, `-`, `_`, `.` or `@`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._@-]+$")]
     pub name: String,
     /// `viewer`, `operator` or `admin`.
+    #[schema(pattern = r"^(viewer|operator|admin)$")]
     pub role: String,
 }
 

@@ -224,7 +224,7 @@ pub(crate) struct FlowRow {
     pub name: String,
     pub route: String,
     pub entity: String,
-    /// `healthy`, `attention`, `failing`, `paused`, `disabled`, `new`.
+    /// `healthy`, `attention`, `failing`, `paused`, `held` (a circuit is open), `disabled`, `new`.
     pub health: &'static str,
     pub health_detail: String,
     pub lag: String,
@@ -243,6 +243,7 @@ fn flow_row(status: FlowStatus, now: DateTime<Utc>) -> FlowRow {
         (Some(pause), _) => {
             ("paused", format!("paused by {} {}: {}", pause.paused_by, ago(now, pause.paused_at), pause.reason))
         }
+        _ if status.circuit.is_some() => circuit_health(status.circuit.as_ref(), now),
         (None, Some(run)) if run.status == RunStatus::Failed => {
             ("failing", format!("last run failed: {}", run.error.as_deref().unwrap_or("no reason recorded")))
         }
@@ -274,6 +275,35 @@ fn flow_row(status: FlowStatus, now: DateTime<Utc>) -> FlowRow {
         paused: status.paused.is_some(),
         enabled: status.enabled,
         name: status.name,
+    }
+}
+
+/// A flow whose source or target has an open circuit is `held`; a half-open one is on trial.
+fn circuit_health(circuit: Option<&erpsync_engine::circuit::Circuit>, now: DateTime<Utc>) -> (&'static str, String) {
+    let Some(circuit) = circuit else { return ("healthy", String::new()) };
+    let error = format!(
+        "{}: {}",
+        circuit.error_kind.as_deref().unwrap_or("unknown"),
+        circuit.error.as_deref().unwrap_or("no message")
+    );
+    match circuit.state {
+        erpsync_engine::circuit::CircuitState::HalfOpen => (
+            "attention",
+            format!(
+                "circuit of {} half-open: a probe passed, the next run decides (last failure {error})",
+                circuit.system
+            ),
+        ),
+        _ => (
+            "held",
+            format!(
+                "circuit of {} open {} after {} failed run(s) ({error}); next probe {}",
+                circuit.system,
+                circuit.since.map(|at| ago(now, at)).unwrap_or_default(),
+                circuit.failures,
+                circuit.probe_at.map(|at| ago(now, at)).unwrap_or_else(|| "soon".into())
+            ),
+        ),
     }
 }
 
@@ -886,7 +916,16 @@ pub(crate) async fn alerts(State(dashboard): State<Dashboard>, headers: HeaderMa
                     let channels: Vec<&str> = rule.channels.iter().map(|channel| channel.as_str()).collect();
                     (
                         rule.name.clone(),
-                        format!("{} on {}", rule.condition.kind(), rule.flow.as_deref().unwrap_or("every flow")),
+                        match &rule.condition {
+                            erpsync_engine::alerts::Condition::CircuitOpen => format!(
+                                "{} on {}",
+                                rule.condition.kind(),
+                                rule.system.as_deref().unwrap_or("every system")
+                            ),
+                            _ => {
+                                format!("{} on {}", rule.condition.kind(), rule.flow.as_deref().unwrap_or("every flow"))
+                            }
+                        },
                         if channels.is_empty() { "no channel".to_string() } else { channels.join(", ") },
                     )
                 })
