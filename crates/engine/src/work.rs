@@ -87,8 +87,7 @@ pub(crate) struct RunRequest {
     /// Waiting dead letters taken up again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<Vec<i64>>,
-    /// When the job was published: a scheduled or webhook pull that a later successful run
-    /// already covered is skipped.
+    /// When the job was published (for the logs and the dead jobs' list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<DateTime<Utc>>,
 }
@@ -346,10 +345,6 @@ impl Engine {
             tracing::info!(flow = %request.flow, job = %delivery.id, "A job of a disabled or paused flow: dropped.");
             return Ok(Handled::Done);
         }
-        if self.is_moot(request).await? {
-            tracing::debug!(flow = %request.flow, job = %delivery.id, "A pull already covered by a later run: skipped.");
-            return Ok(Handled::Done);
-        }
         let ctx = self.flow_context(&request.flow)?;
 
         // Keep the lease while waiting for the lock and while running; losing it (the job went
@@ -421,21 +416,6 @@ impl Engine {
         let result = self.run_job(ctx, request, &options, stop, &|_| {}).await;
         lock.release().await;
         result.map(Some)
-    }
-
-    /// A scheduled or webhook pull published before a run of its flow that started later and
-    /// succeeded has nothing left to do.
-    async fn is_moot(&self, request: &RunRequest) -> Result<bool, EngineError> {
-        let (Some(published_at), None, None) = (request.published_at, &request.ids, &request.dead_letters) else {
-            return Ok(false);
-        };
-        if request.full || !matches!(request.trigger.as_str(), "schedule" | "webhook") {
-            return Ok(false);
-        }
-        let runs = self.store().list_runs(Some(&request.flow), 5).await?;
-        Ok(runs.iter().any(|run| {
-            run.started_at > published_at && !run.dry_run && !run.full && run.status == RunStatus::Succeeded
-        }))
     }
 }
 
