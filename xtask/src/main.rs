@@ -11,6 +11,7 @@
 
 mod mapping_bench;
 mod rest_api;
+mod scale_bench;
 mod shop_bench;
 mod webhook_bench;
 
@@ -72,8 +73,15 @@ fn main() -> Result<()> {
             };
             webhook_bench::bench(steady, burst)
         }
+        Some("bench-scale") => {
+            let orders: usize = match args.get(1) {
+                Some(n) => n.parse().context("orders: 5000")?,
+                None => 5_000,
+            };
+            scale_bench::bench(orders)
+        }
         _ => bail!(
-            "usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS] | bench-webhooks [SECONDS] [BURST] | bench-mapping [RECORDS]"
+            "usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS] | bench-webhooks [SECONDS] [BURST] | bench-mapping [RECORDS] | bench-scale [ORDERS]"
         ),
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use erpsync_engine::config::Config;
 use erpsync_engine::shutdown::{self, Shutdown};
-use erpsync_engine::{Engine, RunOptions};
+use erpsync_engine::{Engine, Role, RunOptions};
 use erpsync_store::{DeadLetterFilter, DeadLetterStatus, RunStatus, StoreUrl};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,8 +77,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run flows on their schedules until stopped (Ctrl-C or SIGTERM finish the current page).
-    Serve,
+    /// Run flows on their schedules until stopped (Ctrl-C or SIGTERM finish the current page
+    /// and hand the unfinished jobs back).
+    Serve {
+        /// What this process does: `receiver` (the HTTP server: webhooks into the inbox, admin
+        /// API, dashboard), `scheduler` (one leads: schedules, inbox to jobs, retries, alerts),
+        /// `worker` (runs jobs), or `all` of them.
+        #[arg(long, default_value = "all", value_parser = ["all", "worker", "scheduler", "receiver"])]
+        role: String,
+    },
     /// Try and test flows' mappings without touching any system.
     Mapping {
         #[command(subcommand)]
@@ -259,7 +266,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(cli: &Cli) {
-    let default = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    let default = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ERPSYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -313,7 +320,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let store_url = store_url(&config, &cli.data_dir)?;
     let store = erpsync_store::open(&store_url).await.context("opening the store")?;
-    let engine = Arc::new(Engine::new(Arc::new(config), store));
+    let engine = match cli.command {
+        // Only `serve` takes jobs from the queue (NATS with `[queue] url`).
+        Command::Serve { .. } => {
+            let queue = config.queue.url.clone().unwrap_or_default();
+            Engine::connect(Arc::new(config), store)
+                .await
+                .with_context(|| format!("connecting to the job queue {queue} ([queue] url in the configuration)"))?
+        }
+        _ => Engine::new(Arc::new(config), store),
+    };
+    let mut engine = engine;
+    if let StoreUrl::Sqlite(path) = &store_url {
+        engine.use_lock_folder(&path.parent().unwrap_or(Path::new(".")).join("locks"));
+    }
+    let engine = Arc::new(engine);
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
 
     match cli.command {
@@ -349,23 +370,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Failures { action } => failures(&engine, action, &actor).await,
         Command::Token { action } => token::run(&engine, action, &actor).await,
-        Command::Serve => {
-            let listen = engine.config().server.listen;
-            let socket = erpsync_server::listen(&engine)
-                .await
-                .with_context(|| format!("listening on {listen} ([server] listen in the configuration)"))?;
+        Command::Serve { role } => {
+            let role = Role::parse(&role).expect("clap checks the role");
             let (trigger, listener) = shutdown::channel();
-            spawn_signal_handler(trigger);
             // The HTTP server (webhooks into the inbox, health) runs beside the scheduler and
-            // stops with it.
-            let http = tokio::spawn(erpsync_server::serve(socket, engine.clone(), listener.clone()));
-            let scheduled = engine.serve(listener).await;
-            match http.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => anyhow::bail!("the HTTP server on {} failed: {error}", engine.config().server.listen),
-                Err(error) => anyhow::bail!("the HTTP server task failed: {error}"),
+            // the worker, and stops with them.
+            let http = if role.runs_http() {
+                let listen = engine.config().server.listen;
+                let socket = erpsync_server::listen(&engine)
+                    .await
+                    .with_context(|| format!("listening on {listen} ([server] listen in the configuration)"))?;
+                Some(tokio::spawn(erpsync_server::serve(socket, engine.clone(), listener.clone())))
+            } else {
+                None
+            };
+            spawn_signal_handler(trigger);
+            let served = engine.serve_role(role, listener).await;
+            if let Some(http) = http {
+                match http.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        anyhow::bail!("the HTTP server on {} failed: {error}", engine.config().server.listen)
+                    }
+                    Err(error) => anyhow::bail!("the HTTP server task failed: {error}"),
+                }
             }
-            scheduled?;
+            served?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -26,6 +26,8 @@ pub struct Config {
     /// Where the file was read from; relative paths in it are relative to its folder.
     pub source: PathBuf,
     pub store: StoreSettings,
+    /// `[queue]`: where jobs go; without a URL, the store's jobs table.
+    pub queue: QueueSettings,
     pub engine: EngineSettings,
     pub server: ServerSettings,
     pub systems: BTreeMap<String, SystemConfig>,
@@ -44,6 +46,57 @@ pub struct StoreSettings {
     /// `sqlite:///path/erpsync.db` or `postgres://...`. Default: `erpsync.db` in the data
     /// directory.
     pub url: Option<String>,
+}
+
+/// `[queue]`: with `url`, jobs go through NATS JetStream (scale-out); without, through the
+/// store's jobs table (embedded, or several processes on one PostgreSQL store).
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// `nats://host:4222`.
+    pub url: Option<String>,
+    /// Names this installation's streams on the NATS server: letters, digits, `_` and `-`.
+    pub installation: String,
+    /// NATS partitions: at most this many jobs run at once in the whole installation. Fixed
+    /// for the life of an installation.
+    pub partitions: u32,
+    /// Deliveries of a job before it is dead (listed with the failures).
+    pub max_deliveries: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self { url: None, installation: "erpsync".into(), partitions: 16, max_deliveries: 20 }
+    }
+}
+
+/// What is wrong with a `[queue]` section, as `(field, message)`.
+fn queue_problems(queue: &QueueSettings) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    if let Some(url) = &queue.url {
+        let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://"));
+        let host_port = rest.map(|rest| rest.rsplit('@').next().unwrap_or(rest).trim_end_matches('/'));
+        let valid = host_port.is_some_and(|host_port| match host_port.rsplit_once(':') {
+            Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0),
+            None => !host_port.is_empty() && !host_port.contains('/'),
+        });
+        if !valid {
+            found.push(("queue.url", format!("{url:?}: expected nats://host:port (NATS with JetStream)")));
+        }
+    }
+    let plain = |name: &str| {
+        !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+    };
+    if !plain(&queue.installation) {
+        found.push(("queue.installation", format!("{:?}: letters, digits, '_' and '-' only", queue.installation)));
+    }
+    if queue.partitions == 0 || queue.partitions > 1024 {
+        found.push(("queue.partitions", format!("{}: expected 1 to 1024", queue.partitions)));
+    }
+    if queue.max_deliveries == 0 {
+        found.push(("queue.max_deliveries", "expected at least 1".to_string()));
+    }
+    found
 }
 
 /// The HTTP server of `erpsync serve`: webhooks, the admin API, the dashboard, metrics and
@@ -326,6 +379,8 @@ impl Config {
         let root = root.into_inner();
 
         let mut store = StoreSettings::default();
+        let mut queue = QueueSettings::default();
+        let mut queue_offset = None;
         let mut engine = EngineSettings::default();
         let mut server = ServerSettings::default();
         let mut systems = BTreeMap::new();
@@ -357,6 +412,22 @@ impl Config {
                             );
                         }
                         store = parsed;
+                    }
+                }
+                "queue" => {
+                    if let Some(parsed) = deserialize_item::<QueueSettings>(&mut problems, value, "queue") {
+                        for (field, message) in queue_problems(&parsed) {
+                            let name = field.trim_start_matches("queue.");
+                            let offset = value
+                                .get_ref()
+                                .as_table()
+                                .and_then(|table| table.get(name))
+                                .map(|item| item.span().start)
+                                .unwrap_or(offset);
+                            problems.push(offset, field, message);
+                        }
+                        queue_offset = Some(offset);
+                        queue = parsed;
                     }
                 }
                 "engine" => {
@@ -459,7 +530,7 @@ impl Config {
                     offset,
                     other,
                     format!(
-                        "unknown section `{other}`, expected one of `store`, `engine`, `server`, `systems`, `flows`, `lookups`, `alerts`"
+                        "unknown section `{other}`, expected one of `store`, `queue`, `engine`, `server`, `systems`, `flows`, `lookups`, `alerts`"
                     ),
                 ),
             }
@@ -726,6 +797,17 @@ impl Config {
             }
         }
 
+        // Processes sharing NATS must share the state and the locks: a PostgreSQL store.
+        let postgres_store = store.url.as_deref().is_some_and(|url| url.starts_with("postgres"));
+        if let (Some(url), Some(offset)) = (&queue.url, queue_offset)
+            && !postgres_store
+        {
+            problems.push(
+                offset,
+                "queue.url",
+                format!("{url:?}: a NATS queue is for several processes, which need the PostgreSQL store ([store] url = \"postgres://…\")"),
+            );
+        }
         if !problems.list.is_empty() {
             problems.list.sort_by_key(|problem| (problem.line, problem.column));
             return Err(ConfigErrors(problems.list));
@@ -734,7 +816,7 @@ impl Config {
         for system in systems.values_mut() {
             system.resolve_paths(&base_dir);
         }
-        Ok(Config { source: path.to_path_buf(), store, engine, server, systems, flows, lookups, alerts })
+        Ok(Config { source: path.to_path_buf(), store, queue, engine, server, systems, flows, lookups, alerts })
     }
 
     /// The folder relative paths in the configuration are resolved against.
@@ -811,6 +893,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[allow(dead_code)] // Never built: only its schema is used.
 struct ConfigFile {
     store: StoreSettings,
+    queue: QueueSettings,
     engine: EngineSettings,
     server: ServerSettings,
     /// One per configured endpoint. `type` selects the connector
@@ -932,6 +1015,29 @@ interval = "5m"
         assert_eq!(flow.entity, EntityKind::Product);
         assert!(matches!(flow.trigger, Some(Trigger::Interval(d)) if d == Duration::from_secs(300)));
         assert_eq!(config.systems.len(), 2);
+    }
+
+    #[test]
+    fn queue_section_selects_nats_and_reports_bad_values_with_line_and_field() {
+        assert_eq!(parse(GOOD).unwrap().queue.url, None, "the embedded default names no queue");
+        let store = "[store]\nurl = \"postgres://erpsync@db/erpsync\"\n";
+        let config = parse(&format!("[queue]\nurl = \"nats://127.0.0.1:4222\"\n{store}{GOOD}")).unwrap();
+        assert_eq!(config.queue.url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!((config.queue.installation.as_str(), config.queue.partitions), ("erpsync", 16));
+
+        let text = format!("[queue]\nurl = \"redis://x\"\ninstallation = \"a.b\"\npartitions = 0\n{store}{GOOD}");
+        let errors = parse(&text).unwrap_err();
+        let found: Vec<(&str, usize)> = errors.0.iter().map(|problem| (problem.field.as_str(), problem.line)).collect();
+        assert_eq!(found, vec![("queue.url", 2), ("queue.installation", 3), ("queue.partitions", 4)], "{errors}");
+        assert!(errors.to_string().contains("expected nats://host:port"), "{errors}");
+        assert!(parse(&format!("[queue]\nurl = \"nats://:x\"\n{store}{GOOD}")).is_err());
+        assert!(parse(&format!("[queue]\nurl = \"nats://host\"\n{store}{GOOD}")).is_ok());
+        let unknown = parse(&format!("[queue]\nnats = \"x\"\n{GOOD}")).unwrap_err();
+        assert!(unknown.0[0].field.starts_with("queue"), "{unknown}");
+        // NATS without PostgreSQL: the processes would not share their state.
+        let sqlite = parse(&format!("[queue]\nurl = \"nats://127.0.0.1:4222\"\n{GOOD}")).unwrap_err();
+        assert_eq!((sqlite.0[0].field.as_str(), sqlite.0[0].line), ("queue.url", 1), "{sqlite}");
+        assert!(sqlite.to_string().contains("PostgreSQL store"), "{sqlite}");
     }
 
     #[test]

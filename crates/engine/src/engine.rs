@@ -6,17 +6,21 @@ use crate::config::{Config, FlowConfig};
 use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
 use crate::schedule::{Trigger, first_due};
 use crate::shutdown::Shutdown;
+use crate::work::{RunRequest, flow_key, record_key};
 use chrono::{DateTime, Utc};
 use erpsync_connectors::{EventRef, Sink, Source, SourceRecord, WebhookReceiver};
 use erpsync_model::envelope;
+use erpsync_queue::{
+    EmbeddedLeader, FileLocks, Leader, LocalLocks, LockMode, Locks, NatsQueue, NatsQueueOptions, PostgresLeader,
+    PostgresLocks, Queue, StoreQueue, StoreQueueOptions,
+};
 use erpsync_store::{
-    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, InboxId, Job, JobState, NewAuditEntry,
-    NewJob, NewRun, RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreError,
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, InboxId, JobState, NewAuditEntry, NewRun,
+    RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreUrl,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::task::JoinSet;
 
 /// This process's identity as a job holder: `host:pid:nonce`. The pid lets a process on the
 /// same host see that a holder has died and reclaim its job at once instead of waiting for
@@ -51,11 +55,6 @@ fn host_name() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".to_string())
 }
-
-pub(crate) const RUN_FLOW_KIND: &str = "run_flow:";
-/// Run jobs are not poison in the usual sense (a crash mid-run resumes from the checkpoint),
-/// so they may be attempted many times; the schedule re-enqueues them anyway.
-pub(crate) const RUN_FLOW_MAX_ATTEMPTS: i32 = 1000;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FlowStatus {
@@ -94,6 +93,13 @@ pub struct TracedRecord {
 pub struct Engine {
     config: Arc<Config>,
     store: Arc<dyn Store>,
+    /// Where run jobs go: the store's jobs, or NATS JetStream (`[queue] url`).
+    queue: Arc<dyn Queue>,
+    /// Flow locks: PostgreSQL advisory locks on a PostgreSQL store, else in this process (or in
+    /// lock files, see [`Engine::use_lock_folder`]).
+    locks: Arc<dyn Locks>,
+    /// The store's URL when it is PostgreSQL (locks and leadership are taken there).
+    postgres_url: Option<String>,
     worker: WorkerId,
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
     sinks: Mutex<HashMap<String, Arc<dyn Sink>>>,
@@ -102,10 +108,34 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine whose jobs go through the store's jobs table ([`StoreQueue`]), whatever the
+    /// configuration's `[queue]` says; [`Engine::connect`] follows it.
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
+        let postgres_url = match config.store.url.as_deref().map(StoreUrl::parse) {
+            Some(Ok(StoreUrl::Postgres(url))) => Some(url),
+            _ => None,
+        };
+        let queue = Arc::new(StoreQueue::new(
+            store.clone(),
+            StoreQueueOptions { max_deliveries: config.queue.max_deliveries, reclaim_every: Duration::from_secs(1) },
+        ));
+        // Each lock held holds a connection: the worker's runs, plus `sync` and a spare.
+        let max_held = u32::try_from(config.engine.concurrency).unwrap_or(64).saturating_add(2);
+        let locks: Arc<dyn Locks> = match postgres_url.as_deref().map(|url| PostgresLocks::new(url, max_held)) {
+            Some(Ok(locks)) => Arc::new(locks),
+            Some(Err(error)) => {
+                // Not reachable in practice: the store opened with the same URL.
+                tracing::error!(%error, "PostgreSQL advisory locks unavailable; flow locks hold in this process only.");
+                Arc::new(LocalLocks::default())
+            }
+            None => Arc::new(LocalLocks::default()),
+        };
         Self {
             config,
             store,
+            queue,
+            locks,
+            postgres_url,
             worker: WorkerId::for_this_process(),
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
@@ -114,8 +144,49 @@ impl Engine {
         }
     }
 
+    /// An engine as the configuration says: jobs through NATS JetStream with `[queue] url`, else
+    /// through the store.
+    pub async fn connect(config: Arc<Config>, store: Arc<dyn Store>) -> Result<Self, EngineError> {
+        let mut engine = Engine::new(config, store);
+        if let Some(url) = engine.config.queue.url.clone() {
+            let settings = &engine.config.queue;
+            let mut options = NatsQueueOptions::new(&url, &settings.installation);
+            options.partitions = settings.partitions;
+            options.max_deliveries = settings.max_deliveries;
+            options.ack_wait = engine.config.engine.lease;
+            engine.queue = Arc::new(NatsQueue::connect(options).await?);
+        }
+        Ok(engine)
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// On the embedded store: flow locks as lock files in `folder` (the store's folder), so that
+    /// an `erpsync sync` in another process keeps apart from `serve`. Ignored on PostgreSQL,
+    /// whose advisory locks span every process already.
+    pub fn use_lock_folder(&mut self, folder: &std::path::Path) {
+        if self.postgres_url.is_none() {
+            self.locks = Arc::new(FileLocks::new(folder));
+        }
+    }
+
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.queue
+    }
+
+    pub(crate) fn locks(&self) -> &Arc<dyn Locks> {
+        &self.locks
+    }
+
+    /// A contender for the scheduler's lead: a PostgreSQL advisory lock on a PostgreSQL store;
+    /// on the embedded store this process leads.
+    pub fn leader(&self) -> Arc<dyn Leader> {
+        match &self.postgres_url {
+            Some(url) => Arc::new(PostgresLeader::new(url, PostgresLeader::SCHEDULER_LOCK_ID)),
+            None => Arc::new(EmbeddedLeader),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -218,9 +289,9 @@ impl Engine {
         Ok(reclaimed)
     }
 
-    /// Runs one flow now, in this process, holding the flow's job so that no other run of it
-    /// overlaps. A run left behind by a process that died is taken over and resumes from its
-    /// checkpoint.
+    /// Runs one flow now, in this process, holding the flow's lock exclusively so that no other
+    /// run of it overlaps (nor a job about one of its records). A run left behind by a process
+    /// that died is taken over and resumes from its checkpoint.
     pub async fn sync(
         &self,
         flow_name: &str,
@@ -230,129 +301,47 @@ impl Engine {
     ) -> Result<RunSummary, EngineError> {
         let ctx = self.flow_context(flow_name)?;
         self.reclaim_jobs().await?;
-        let kind = format!("{RUN_FLOW_KIND}{flow_name}");
-        self.store
-            .enqueue_job(&NewJob {
-                kind: kind.clone(),
-                dedupe_key: Some(kind.clone()),
-                payload: serde_json::json!({ "flow": flow_name, "trigger": options.trigger, "full": options.full }),
-                run_at: Utc::now(),
-                max_attempts: RUN_FLOW_MAX_ATTEMPTS,
-            })
-            .await?;
-        let lease = self.config.engine.lease;
-        let claimed = self.store.claim_jobs(&self.worker.0, &[kind.as_str()], lease, 1).await?;
-        let Some(job) = claimed.into_iter().next() else {
-            let holder = self
-                .store
-                .list_jobs(None, 1000)
-                .await?
-                .into_iter()
-                .find(|job| job.kind == kind && matches!(job.state, JobState::Pending | JobState::Running));
-            return Err(match holder {
-                Some(job) => EngineError::AlreadyRunning {
-                    flow: flow_name.to_string(),
-                    job_id: job.id,
-                    state: job.state.as_str().to_string(),
-                    owner: job.lease_owner.map(|owner| format!(", held by {owner}")).unwrap_or_default(),
-                },
-                None => {
-                    EngineError::Stopped { flow: flow_name.to_string(), reason: "its job could not be claimed".into() }
-                }
+        let Some(lock) = self.try_lock_flow(flow_name, LockMode::Exclusive).await? else {
+            return Err(EngineError::AlreadyRunning {
+                flow: flow_name.to_string(),
+                job_id: 0,
+                state: "running".into(),
+                owner: ", in this or another process".into(),
             });
         };
-        self.run_job(&ctx, &job, options, shutdown, progress).await
+        let request = RunRequest::pull(flow_name, &options.trigger, options.full);
+        let result = self.run_job(&ctx, &request, options, shutdown, progress).await;
+        lock.release().await;
+        result
     }
 
-    async fn run_job(
+    /// Runs what a job asks for (a pull, records by id, or waiting dead letters), holding the
+    /// flow's lock in the mode the request needs (the caller took it).
+    pub(crate) async fn run_job(
         &self,
         ctx: &FlowContext,
-        job: &Job,
+        request: &RunRequest,
         options: &RunOptions,
-        shutdown: &Shutdown,
+        stop: &Shutdown,
         progress: ProgressFn<'_>,
     ) -> Result<RunSummary, EngineError> {
-        // Keep the lease alive while the run goes on; losing it (another worker reclaimed the
-        // job) stops the run after its current page.
-        let (stop_trigger, stop) = crate::shutdown::channel();
-        let lease = self.config.engine.lease;
-        let heartbeat = {
-            let store = self.store.clone();
-            let worker = self.worker.0.clone();
-            let job_id = job.id;
-            let mut outer = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(lease / 3) => {}
-                        _ = outer.requested() => { stop_trigger.trigger(); return; }
-                    }
-                    match store.heartbeat_job(job_id, &worker, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::error!(
-                                job_id,
-                                "Lost the lease of a running flow; stopping after the current page."
-                            );
-                            stop_trigger.trigger();
-                            return;
-                        }
-                        Err(error) => tracing::warn!(job_id, error = %error, "Could not extend a job lease."),
-                    }
-                }
-            })
-        };
         let mut run_options = options.clone();
-        if job.attempts > 0 {
-            // A previous holder died mid-run: this run continues its work from the checkpoint.
-            tracing::info!(flow = %ctx.flow.name, job_id = job.id, attempts = job.attempts, "Resuming a flow whose previous run was interrupted.");
-        }
         if run_options.trigger.is_empty() {
             run_options.trigger = "manual".into();
         }
-        self.interrupt_stale_runs(&ctx.flow.name).await?;
-        // A job about the records of webhook events names them; the others pull.
-        let ids: Option<Vec<String>> = job
-            .payload
-            .get("ids")
-            .and_then(|ids| ids.as_array())
-            .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_string)).collect());
-        // A job taking up dead letters that waited for something (another record, an outage).
-        let letters: Option<Vec<DeadLetterId>> = job
-            .payload
-            .get("dead_letters")
-            .and_then(|ids| ids.as_array())
-            .map(|ids| ids.iter().filter_map(|id| id.as_i64()).collect());
-        let result = match (&ids, &letters) {
-            (Some(ids), _) => flow::run_records(ctx, ids, &run_options, &stop).await,
+        if request.ids.is_none() {
+            // Exclusive: no other run of the flow is going, so one marked running is stale.
+            self.interrupt_stale_runs(&ctx.flow.name).await?;
+        }
+        let result = match (&request.ids, &request.dead_letters) {
+            (Some(ids), _) => flow::run_records(ctx, ids, &run_options, stop).await,
             (None, Some(letters)) => {
                 let records = self.take_up_letters(letters).await?;
-                flow::run_given(ctx, records, &run_options, &stop).await
+                flow::run_given(ctx, records, &run_options, stop).await
             }
-            (None, None) => flow::run_flow(ctx, &run_options, &stop, progress).await,
+            (None, None) => flow::run_flow(ctx, &run_options, stop, progress).await,
         };
-        heartbeat.abort();
         self.circuits.run_ended(self, &ctx.flow, &result).await;
-        let worker = &self.worker.0;
-        let settled = match &result {
-            Ok(summary) if summary.status == RunStatus::Interrupted => self.store.release_job(job.id, worker).await,
-            Ok(summary) if summary.status == RunStatus::Failed => {
-                let error = summary.error.clone().unwrap_or_default();
-                self.store.fail_job(job.id, worker, &error, None).await.map(|_| ())
-            }
-            Ok(_) => self.store.complete_job(job.id, worker).await,
-            Err(error) => self.store.fail_job(job.id, worker, &error.to_string(), None).await.map(|_| ()),
-        };
-        match settled {
-            Ok(()) => {}
-            // Another worker reclaimed the job (our lease ran out, e.g. the machine stalled).
-            // The run's pages are committed either way; the other holder resumes from the
-            // checkpoint, so this is worth a warning, not a failure of this run.
-            Err(StoreError::LeaseLost { .. }) => {
-                tracing::warn!(flow = %ctx.flow.name, job_id = job.id, "The job was reclaimed by another worker before this run ended.");
-            }
-            Err(error) => return Err(error.into()),
-        }
         result
     }
 
@@ -367,97 +356,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs flows on their schedules until shutdown: enqueues due runs, claims and runs them
-    /// (at most `engine.concurrency` at once), reclaims jobs of dead workers.
+    /// Runs flows on their schedules until shutdown, in this process: the scheduler (leading
+    /// on its own on the embedded store) and the worker. See [`Engine::serve_role`].
     pub async fn serve(self: &Arc<Self>, shutdown: Shutdown) -> Result<(), EngineError> {
-        let mut schedule = self.load_schedule().await?;
-        tracing::info!(triggers = schedule.len(), worker = %self.worker.0, "Scheduler started.");
-        let kinds: Vec<String> = self.config.flows.keys().map(|name| format!("{RUN_FLOW_KIND}{name}")).collect();
-        let mut running: JoinSet<()> = JoinSet::new();
-        let mut tick = shutdown.clone();
-        let mut last_reclaim = Utc::now() - chrono::Duration::seconds(60);
-        let mut last_redrive = Utc::now();
-        let alerting = crate::alerts::spawn(self, shutdown.clone());
-        let probing = crate::circuit::spawn(self, shutdown.clone());
-        while !shutdown.is_requested() {
-            let now = Utc::now();
-            if now - last_reclaim > chrono::Duration::seconds(10) {
-                self.reclaim_jobs().await?;
-                last_reclaim = now;
-            }
-            self.process_inbox().await?;
-            if now - last_redrive > chrono::Duration::seconds(15) {
-                self.redrive_waiting().await?;
-                last_redrive = now;
-            }
-            // Paused flows: their due triggers pass without a run, and their queued jobs wait.
-            let mut paused = self.paused_flow_names().await?;
-            paused.extend(self.flows_held_by_circuits().await?);
-            for due in schedule.iter_mut().filter(|due| due.at <= now) {
-                if paused.contains(&due.flow) {
-                    due.at = due.trigger.next_after(now);
-                    self.store.put_schedule(&due.key, &due.trigger.spec(), due.at).await?;
-                    continue;
-                }
-                let kind = format!("{RUN_FLOW_KIND}{}", due.flow);
-                self.store
-                    .enqueue_job(&NewJob {
-                        kind: kind.clone(),
-                        dedupe_key: Some(kind),
-                        payload: serde_json::json!({ "flow": due.flow, "trigger": due.label, "full": due.full }),
-                        run_at: now,
-                        max_attempts: RUN_FLOW_MAX_ATTEMPTS,
-                    })
-                    .await?;
-                due.at = due.trigger.next_after(now);
-                self.store.put_schedule(&due.key, &due.trigger.spec(), due.at).await?;
-            }
-            while running.try_join_next().is_some() {}
-            let free = self.config.engine.concurrency.saturating_sub(running.len());
-            if free > 0 {
-                let kind_refs: Vec<&str> = kinds
-                    .iter()
-                    .filter(|kind| !paused.contains(kind.trim_start_matches(RUN_FLOW_KIND)))
-                    .map(String::as_str)
-                    .collect();
-                let jobs =
-                    self.store.claim_jobs(&self.worker.0, &kind_refs, self.config.engine.lease, free as u32).await?;
-                for job in jobs {
-                    let engine = self.clone();
-                    let shutdown = shutdown.clone();
-                    running.spawn(async move {
-                        let name = job.kind.trim_start_matches(RUN_FLOW_KIND).to_string();
-                        let trigger =
-                            job.payload.get("trigger").and_then(|t| t.as_str()).unwrap_or("schedule").to_string();
-                        let full = job.payload.get("full").and_then(|f| f.as_bool()).unwrap_or(false);
-                        let options = RunOptions { full, dry_run: false, trigger };
-                        let ctx = match engine.flow_context(&name) {
-                            Ok(ctx) => ctx,
-                            Err(error) => {
-                                let _ = engine.store.fail_job(job.id, &engine.worker.0, &error.to_string(), None).await;
-                                return;
-                            }
-                        };
-                        if let Err(error) = engine.run_job(&ctx, &job, &options, &shutdown, &|_| {}).await {
-                            tracing::error!(flow = %name, error = %error, "Flow run failed.");
-                        }
-                    });
-                }
-            }
-            tick.sleep(Duration::from_millis(500)).await;
-        }
-        tracing::info!(running = running.len(), "Shutting down: finishing the current pages.");
-        while running.join_next().await.is_some() {}
-        if let Some(alerting) = alerting {
-            let _ = alerting.await;
-        }
-        let _ = probing.await;
-        Ok(())
+        self.serve_role(crate::work::Role::All, shutdown).await
     }
 
     /// Every trigger of every enabled flow with when it is next due, from the stored next-run
     /// times (catch-up after downtime: a passed time is due now, once), stored back.
-    async fn load_schedule(&self) -> Result<Vec<DueTrigger>, EngineError> {
+    pub(crate) async fn load_schedule(&self) -> Result<Vec<DueTrigger>, EngineError> {
         let stored: HashMap<String, (String, DateTime<Utc>)> = self
             .store
             .schedules()
@@ -508,7 +415,7 @@ impl Engine {
         let filter = DeadLetterFilter { flow: None, status: Some(DeadLetterStatus::Open), limit: 2000 };
         let now = Utc::now();
         let paused = self.paused_flow_names().await?;
-        let mut by_flow: BTreeMap<String, Vec<DeadLetterId>> = BTreeMap::new();
+        let mut by_flow: BTreeMap<String, Vec<(DeadLetterId, i64)>> = BTreeMap::new();
         for letter in self.store.list_dead_letters(&filter).await? {
             if !WAITING_KINDS.contains(&letter.error_kind.as_str()) || letter.attempts >= AUTO_RETRY_ATTEMPTS {
                 continue;
@@ -521,23 +428,22 @@ impl Engine {
             {
                 continue;
             }
-            by_flow.entry(letter.flow.clone()).or_default().push(letter.id);
+            by_flow.entry(letter.flow.clone()).or_default().push((letter.id, letter.attempts));
         }
         let mut queued = 0;
-        for (flow, ids) in by_flow {
-            let kind = format!("{RUN_FLOW_KIND}{flow}");
-            let enqueued = self
-                .store
-                .enqueue_job(&NewJob {
-                    kind: kind.clone(),
-                    dedupe_key: Some(kind),
-                    payload: serde_json::json!({ "flow": flow, "trigger": "retry", "dead_letters": ids }),
-                    run_at: now,
-                    max_attempts: RUN_FLOW_MAX_ATTEMPTS,
-                })
-                .await?;
-            if enqueued.is_some() {
-                queued += ids.len();
+        for (flow, letters) in by_flow {
+            // The same letters at the same attempt are one job, however often this runs.
+            let dedupe = format!(
+                "redrive:{flow}:{}",
+                letters.iter().map(|(id, attempts)| format!("{id}.{attempts}")).collect::<Vec<_>>().join(",")
+            );
+            let dedupe = if dedupe.len() > 200 { format!("redrive:{flow}:{}", digest(&dedupe)) } else { dedupe };
+            let ids: Vec<DeadLetterId> = letters.iter().map(|(id, _)| *id).collect();
+            let request = RunRequest { dead_letters: Some(ids), ..RunRequest::pull(&flow, "retry", false) };
+            if let erpsync_queue::Published::Published { .. } =
+                self.publish_run(flow_key(&flow), &request, dedupe).await?
+            {
+                queued += letters.len();
             }
         }
         Ok(queued)
@@ -568,22 +474,19 @@ impl Engine {
         Ok(records)
     }
 
-    /// Turns stored webhook deliveries into runs of the flows that read from their system.
+    /// Turns stored webhook deliveries into jobs of the flows that read from their system.
     ///
-    /// Deliveries whose connector tells which records they are about become one run per flow
-    /// over just those records, fetched by id in their current state (so an update that
-    /// arrived before its create, or twice, syncs the latest state once). While a flow has a
-    /// run pending or running its deliveries wait, and accumulate: above
-    /// `engine.coalesce_above` records (a mass change), or when the connector cannot tell or
-    /// cannot fetch by id, the flow pulls what changed since its checkpoint instead, in pages.
+    /// Deliveries whose connector tells which records they are about become one job per record
+    /// and flow, keyed by the record (`record:<system>:<entity>:<id>`), in delivery order: the
+    /// record is fetched by id in its current state, so an update that arrived before its
+    /// create, or twice, syncs the latest state. Above `engine.coalesce_above` records of one
+    /// flow in one pass (a mass change), or when the connector cannot tell or cannot fetch by
+    /// id, the flow pulls what changed since its checkpoint instead, in pages. The scheduler's
+    /// leader alone calls this, so jobs are published in delivery order.
     pub async fn process_inbox(&self) -> Result<u64, EngineError> {
         let deliveries = self.store.pending_inbox(5000).await?;
         if deliveries.is_empty() {
             return Ok(0);
-        }
-        let mut busy: HashSet<String> = HashSet::new();
-        for state in [JobState::Running, JobState::Pending] {
-            busy.extend(self.store.list_jobs(Some(state), 1000).await?.into_iter().map(|job| job.kind));
         }
         let paused = self.paused_flow_names().await?;
         let held = self.flows_held_by_circuits().await?;
@@ -612,19 +515,17 @@ impl Engine {
                 continue;
             }
             // A flow held by an open circuit leaves its system's deliveries in the inbox.
-            if flows
-                .iter()
-                .any(|flow| held.contains(&flow.name) || busy.contains(&format!("{RUN_FLOW_KIND}{}", flow.name)))
-            {
+            if flows.iter().any(|flow| held.contains(&flow.name)) {
                 continue;
             }
             let receiver = self.webhook_receiver(&system)?;
             let mut pull = false;
-            let mut events: Vec<EventRef> = Vec::new();
+            // (the delivery that named it, the event), in delivery order.
+            let mut events: Vec<(InboxId, EventRef)> = Vec::new();
             let mut undecodable: Vec<(InboxId, String)> = Vec::new();
             for delivery in &deliveries {
                 match receiver.as_ref().map(|receiver| receiver.decode(&delivery.topic, &delivery.body)) {
-                    Some(Ok(Some(refs))) => events.extend(refs),
+                    Some(Ok(Some(refs))) => events.extend(refs.into_iter().map(|event| (delivery.id, event))),
                     Some(Err(error)) => {
                         tracing::warn!(system = %system, delivery = %delivery.delivery_id, error = %error, "A webhook delivery could not be decoded; its flows pull instead.");
                         undecodable.push((delivery.id, error.to_string()));
@@ -633,33 +534,34 @@ impl Engine {
                     Some(Ok(None)) | None => pull = true,
                 }
             }
+            let last_delivery = deliveries.iter().map(|delivery| delivery.id).max().unwrap_or_default();
             for flow in flows {
-                let mut ids: Vec<String> = Vec::new();
+                let mut records: Vec<(InboxId, &str)> = Vec::new();
                 let mut seen = HashSet::new();
-                for event in events.iter().filter(|event| event.entity == flow.entity) {
+                for (inbox_id, event) in events.iter().filter(|(_, event)| event.entity == flow.entity) {
                     if seen.insert(event.id.as_str()) {
-                        ids.push(event.id.clone());
+                        records.push((*inbox_id, event.id.as_str()));
                     }
                 }
-                if !pull && ids.is_empty() {
+                if !pull && records.is_empty() {
                     continue;
                 }
                 let can_fetch = self.source(flow, &flow.source)?.can_fetch(flow.entity);
-                let payload = if pull || !can_fetch || ids.len() > self.config.engine.coalesce_above {
-                    serde_json::json!({ "flow": flow.name, "trigger": "webhook" })
-                } else {
-                    serde_json::json!({ "flow": flow.name, "trigger": "webhook", "ids": ids })
-                };
-                let kind = format!("{RUN_FLOW_KIND}{}", flow.name);
-                self.store
-                    .enqueue_job(&NewJob {
-                        kind: kind.clone(),
-                        dedupe_key: Some(kind),
-                        payload,
-                        run_at: Utc::now(),
-                        max_attempts: RUN_FLOW_MAX_ATTEMPTS,
-                    })
-                    .await?;
+                if pull || !can_fetch || records.len() > self.config.engine.coalesce_above {
+                    let request = RunRequest::pull(&flow.name, "webhook", false);
+                    let dedupe = format!("inbox:{}:{last_delivery}", flow.name);
+                    self.publish_run(flow_key(&flow.name), &request, dedupe).await?;
+                    continue;
+                }
+                for (inbox_id, id) in records {
+                    let request = RunRequest {
+                        ids: Some(vec![id.to_string()]),
+                        ..RunRequest::pull(&flow.name, "webhook", false)
+                    };
+                    let key = record_key(&system, &flow.entity.to_string(), id);
+                    let dedupe = format!("inbox:{}:{inbox_id}:{id}", flow.name);
+                    self.publish_run(key, &request, dedupe).await?;
+                }
             }
             for delivery in &deliveries {
                 let error = undecodable.iter().find(|(id, _)| *id == delivery.id).map(|(_, error)| error.as_str());
@@ -849,16 +751,22 @@ const WAITING_KINDS: &[&str] = &["not_found", "rate_limited", "unavailable", "ti
 const AUTO_RETRY_ATTEMPTS: i64 = 30;
 
 /// One trigger of a flow in the scheduler's loop.
-struct DueTrigger {
+pub(crate) struct DueTrigger {
     /// Name in the store's schedules: the flow, or `<flow>#reconcile`.
-    key: String,
-    flow: String,
-    trigger: Trigger,
+    pub(crate) key: String,
+    pub(crate) flow: String,
+    pub(crate) trigger: Trigger,
     /// The run's trigger as recorded: `schedule` or `reconcile`.
-    label: &'static str,
+    pub(crate) label: &'static str,
     /// A reconciliation pass reads everything, not from the checkpoint.
-    full: bool,
-    at: DateTime<Utc>,
+    pub(crate) full: bool,
+    pub(crate) at: DateTime<Utc>,
+}
+
+/// A short stable digest of `text` (for dedupe ids built from long lists).
+fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Connector(#[from] ConnectorError),
+    /// The job queue (NATS JetStream, the store's jobs) or the flow locks.
+    #[error("job queue: {0}")]
+    Queue(#[from] erpsync_queue::QueueError),
     #[error("unknown flow {name:?}; configured flows: {known}")]
     UnknownFlow { name: String, known: String },
     #[error("flow {flow:?} refers to system {system:?}, which is not configured")]

@@ -3,14 +3,14 @@
 //! tokens of the admin API. Every action that changes something is written to the audit log
 //! with who did it (a token name or `cli:<os user>`).
 
-use crate::engine::{RUN_FLOW_KIND, RUN_FLOW_MAX_ATTEMPTS};
+use crate::work::{RunRequest, flow_key};
 use crate::{Engine, EngineError};
 use chrono::Utc;
 use erpsync_connectors::ReadRequest;
 use erpsync_model::{Checkpoint, envelope};
 use erpsync_store::{
-    ApiToken, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, JobId, JobState, NewApiToken,
-    NewAuditEntry, NewJob, StoreError, TokenRole,
+    ApiToken, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, JobId, NewApiToken,
+    NewAuditEntry, StoreError, TokenRole,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -128,32 +128,20 @@ impl Engine {
                 reason: format!("it was paused by {} ({}); resume it first", pause.paused_by, pause.reason),
             });
         }
-        let kind = format!("{RUN_FLOW_KIND}{flow}");
-        let queued = self
-            .store()
-            .enqueue_job(&NewJob {
-                kind: kind.clone(),
-                dedupe_key: Some(kind.clone()),
-                payload: serde_json::json!({ "flow": flow, "trigger": "manual", "full": full }),
-                run_at: Utc::now(),
-                max_attempts: RUN_FLOW_MAX_ATTEMPTS,
-            })
-            .await?;
-        let Some(job_id) = queued else {
-            let holder = self.store().list_jobs(None, 1000).await?.into_iter().find(|job| {
-                job.dedupe_key.as_deref() == Some(kind.as_str())
-                    && matches!(job.state, JobState::Pending | JobState::Running)
-            });
+        // One queued request per flow until a run of it starts: the dedupe id names the flow's
+        // latest run, so it changes once the queued request is taken up.
+        let latest = self.store().list_runs(Some(flow), 1).await?.first().map(|run| run.id).unwrap_or_default();
+        let request = RunRequest::pull(flow, "manual", full);
+        let published = self.publish_run(flow_key(flow), &request, format!("manual:{flow}:{latest}")).await?;
+        let erpsync_queue::Published::Published { id } = published else {
             return Err(EngineError::AlreadyRunning {
                 flow: flow.to_string(),
-                job_id: holder.as_ref().map(|job| job.id).unwrap_or_default(),
-                state: holder.as_ref().map(|job| job.state.as_str()).unwrap_or("pending").to_string(),
-                owner: holder
-                    .and_then(|job| job.lease_owner)
-                    .map(|owner| format!(", held by {owner}"))
-                    .unwrap_or_default(),
+                job_id: 0,
+                state: "queued".to_string(),
+                owner: String::new(),
             });
         };
+        let job_id: JobId = id.parse().unwrap_or_default();
         let what = if full { "flow.resync" } else { "flow.run" };
         self.audit(actor, what, &format!("flow:{flow}"), serde_json::json!({ "job_id": job_id })).await?;
         Ok(job_id)

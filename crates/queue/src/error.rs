@@ -27,6 +27,12 @@ pub enum QueueError {
     LeaseLost { id: String },
     #[error("invalid {what} {name:?}: {rule}")]
     InvalidName { what: &'static str, name: String, rule: &'static str },
+    #[error("lock file {path}: {source}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("delivery {id} belongs to another kind of queue")]
     ForeignDelivery { id: String },
 }

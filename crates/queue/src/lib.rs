@@ -7,14 +7,20 @@
 //! the same time, and a later job for a key waits until the earlier one is acknowledged or dead
 //! (see each implementation for the exact guarantee). `tests/conformance.rs` runs one suite
 //! against all of them.
+//!
+//! [`Locks`] are named read/write locks across processes ([`PostgresLocks`]) or in one
+//! ([`LocalLocks`]): the engine holds a flow's lock exclusively for a pull and shared for a job
+//! about one record, so a pull never overlaps another pull or a record job of its flow.
 
 mod error;
 mod leader;
+mod locks;
 mod nats;
 mod store_queue;
 
 pub use error::QueueError;
 pub use leader::{EmbeddedLeader, Leader, PostgresLeader};
+pub use locks::{FileLocks, LocalLocks, LockGuard, LockMode, Locks, PostgresLocks};
 pub use nats::{NatsQueue, NatsQueueOptions};
 pub use store_queue::{StoreQueue, StoreQueueOptions};
 
@@ -42,9 +48,10 @@ pub struct NewQueuedJob {
 }
 
 /// What [`Queue::publish`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
-    Published,
+    /// Added as the job `id` (a store job id, a stream sequence).
+    Published { id: String },
     /// A job with the same dedupe id is known already: nothing was added.
     Duplicate,
 }

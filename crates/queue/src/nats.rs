@@ -307,7 +307,7 @@ impl Queue for NatsQueue {
             .map_err(QueueError::nats("storing a published job"))?;
         Ok(match ack.duplicate {
             true => Published::Duplicate,
-            false => Published::Published,
+            false => Published::Published { id: ack.sequence.to_string() },
         })
     }
 

@@ -1,31 +1,25 @@
 //! [`StoreQueue`]: the embedded queue, over the store's jobs (SQLite, or PostgreSQL).
 //!
 //! A job is one row of the store's `jobs` table: its kind is the job's kind, its dedupe key the
-//! job's dedupe id, and its payload an envelope `{"queue_v": 1, "key": …, "payload": …}` that
-//! carries the ordering key (the `Store` trait has no key column).
+//! job's dedupe id, its key column the job's key, and its payload an envelope
+//! `{"queue_v": 1, "key": …, "payload": …}` (the key is in the envelope too, for
+//! [`Queue::dead`]).
 //!
-//! Per-key order is kept in the process, because the `Store` trait cannot claim "the oldest job
-//! of a key that has no job running": each key is held by one job, from its first delivery until
-//! it is acknowledged or dead, and the pulls of one `StoreQueue` take turns (claim and decide as
-//! one step), so the oldest due job of a key is always the one that takes it. A claimed job whose
-//! key is held by another job is handed back at once, without counting an attempt. A job handed
-//! back with [`Queue::nak`] keeps holding its key through its delay, so a later job for the same
-//! key waits; when its lease expires it still holds the key and gets it back at its next claim.
-//! A nak keeps the job leased until its delay is over (see [`StoreQueue::nak`]); the store then
-//! records "lease expired" as that attempt's error, and the reason given to the last nak, the one
-//! that kills the job, is the dead job's error.
-//!
-//! What holds therefore: per-key exclusivity and order among all workers that pull from one
-//! `StoreQueue` (one process: the embedded deployment). Several processes each with their own
-//! `StoreQueue` on one PostgreSQL database share the jobs safely (a job is never out twice) but
-//! not the key holds: use [`crate::NatsQueue`] to scale out, or add a key column to the store.
+//! Per-key order is kept by the store's claim: a job with a key is claimable only while no job
+//! of its key is running and none is pending before it (by due time, then id). That holds across
+//! every process on one database (PostgreSQL: `FOR UPDATE SKIP LOCKED` plus that condition;
+//! SQLite: one writer at a time), and across restarts, because the holds are the jobs' states.
+//! A job handed back with [`Queue::nak`] stays running (leased) through its delay, so it keeps
+//! holding its key and a later job of the key waits; when its lease runs out, the store counts
+//! the attempt ("lease expired") and the job is due at once with its first due time, so it is the
+//! oldest of its key again. The reason given to the last nak, the one that kills the job, is the
+//! dead job's error.
 
 use crate::{DeadJob, Delivery, Nacked, NewQueuedJob, Published, Queue, QueueError, Receipt, Result, check_kind};
 use async_trait::async_trait;
 use chrono::Utc;
 use erpsync_store::{Job, JobId, JobState, NewJob, Store};
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,37 +43,17 @@ impl Default for StoreQueueOptions {
 pub struct StoreQueue {
     store: Arc<dyn Store>,
     options: StoreQueueOptions,
-    /// Pulls take turns: the claim and the key decisions are one step (see the module docs).
-    pulling: tokio::sync::Mutex<()>,
-    /// Key → the job that holds it.
-    holders: Mutex<HashMap<String, JobId>>,
     last_reclaim: Mutex<Option<Instant>>,
 }
 
 impl StoreQueue {
     pub fn new(store: Arc<dyn Store>, options: StoreQueueOptions) -> Self {
-        StoreQueue {
-            store,
-            options,
-            pulling: tokio::sync::Mutex::new(()),
-            holders: Mutex::new(HashMap::new()),
-            last_reclaim: Mutex::new(None),
-        }
+        StoreQueue { store, options, last_reclaim: Mutex::new(None) }
     }
 
-    fn holder_of(&self, key: &str) -> Option<JobId> {
-        self.holders.lock().expect("holders lock poisoned: a panic while holding it").get(key).copied()
-    }
-
-    fn hold(&self, key: &str, job_id: JobId) {
-        self.holders.lock().expect("holders lock poisoned: a panic while holding it").insert(key.to_string(), job_id);
-    }
-
-    fn let_go(&self, key: &str, job_id: JobId) {
-        let mut holders = self.holders.lock().expect("holders lock poisoned: a panic while holding it");
-        if holders.get(key) == Some(&job_id) {
-            holders.remove(key);
-        }
+    /// The store under this queue.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     async fn reclaim_if_due(&self) -> Result<()> {
@@ -95,16 +69,6 @@ impl StoreQueue {
             self.store.reclaim_expired_jobs().await.map_err(QueueError::store("reclaiming expired jobs"))?;
         }
         Ok(())
-    }
-
-    /// A holder that is done or dead (a lease that expired for the last time, an operator's
-    /// action) holds nothing any more.
-    async fn holder_is_finished(&self, job_id: JobId) -> Result<bool> {
-        let job = self.store.job(job_id).await.map_err(QueueError::store("reading the job that holds a key"))?;
-        Ok(match job {
-            None => true,
-            Some(job) => matches!(job.state, JobState::Done | JobState::Dead),
-        })
     }
 }
 
@@ -131,13 +95,14 @@ impl Queue for StoreQueue {
         let new_job = NewJob {
             kind: job.kind.clone(),
             dedupe_key: job.dedupe_id.clone(),
+            key: Some(job.key.clone()),
             payload: json!({"queue_v": ENVELOPE_VERSION, "key": job.key, "payload": job.payload}),
             run_at: job.not_before.unwrap_or_else(Utc::now),
             max_attempts: i32::try_from(self.options.max_deliveries).unwrap_or(i32::MAX),
         };
         let id = self.store.enqueue_job(&new_job).await.map_err(QueueError::store("publishing a job"))?;
         Ok(match id {
-            Some(_) => Published::Published,
+            Some(id) => Published::Published { id: id.to_string() },
             None => Published::Duplicate,
         })
     }
@@ -146,64 +111,32 @@ impl Queue for StoreQueue {
         if kinds.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
-        // Held across the awaits below on purpose: this async mutex makes claim-and-decide one
-        // step among this queue's pullers, which is what keeps the oldest job of a key first.
-        let _turn = self.pulling.lock().await;
         self.reclaim_if_due().await?;
-        // Exactly as many as asked: a job whose key is held goes back, and the pull hands out
-        // fewer. Claiming more to make up for it cost more in hand-backs than it won.
+        // The store's claim skips keys that are held (see the module docs).
         let jobs = self
             .store
             .claim_jobs(worker, kinds, lease, u32::try_from(max).unwrap_or(u32::MAX))
             .await
             .map_err(QueueError::store("claiming jobs"))?;
-
-        let mut deliveries = Vec::with_capacity(max.min(jobs.len()));
-        let mut taken_now = HashSet::new();
-        // Keys with a job handed back in this pull: a younger job of the key must not pass it,
-        // even when the key's holder is acknowledged meanwhile.
-        let mut waiting_keys = HashSet::new();
-        let mut handed_back = Vec::new();
-        for job in jobs {
-            let (key, payload) = open_envelope(&job);
-            let holder = self.holder_of(&key);
-            if deliveries.len() >= max || (waiting_keys.contains(&key) && holder != Some(job.id)) {
-                waiting_keys.insert(key);
-                handed_back.push(job.id);
-                continue;
-            }
-            let free = match holder {
-                None => true,
-                Some(holder) if holder == job.id => true,
-                Some(holder) if taken_now.contains(&holder) => false,
-                Some(holder) => self.holder_is_finished(holder).await?,
-            };
-            if !free {
-                waiting_keys.insert(key);
-                handed_back.push(job.id);
-                continue;
-            }
-            self.hold(&key, job.id);
-            taken_now.insert(job.id);
-            deliveries.push(Delivery {
-                id: job.id.to_string(),
-                kind: job.kind.clone(),
-                key,
-                payload,
-                attempt: u32::try_from(job.attempts).unwrap_or(0).saturating_add(1),
-                receipt: Receipt::Store { job_id: job.id, worker: worker.to_string() },
-            });
-        }
-        for job_id in handed_back {
-            self.store.release_job(job_id, worker).await.map_err(QueueError::store("handing back a job"))?;
-        }
-        Ok(deliveries)
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let (key, payload) = open_envelope(&job);
+                Delivery {
+                    id: job.id.to_string(),
+                    kind: job.kind.clone(),
+                    key,
+                    payload,
+                    attempt: u32::try_from(job.attempts).unwrap_or(0).saturating_add(1),
+                    receipt: Receipt::Store { job_id: job.id, worker: worker.to_string() },
+                }
+            })
+            .collect())
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
         let (job_id, worker) = receipt(delivery)?;
         self.store.complete_job(job_id, worker).await.map_err(QueueError::store("acknowledging a job"))?;
-        self.let_go(&delivery.key, job_id);
         Ok(())
     }
 
@@ -218,7 +151,6 @@ impl Queue for StoreQueue {
             let state =
                 self.store.fail_job(job_id, worker, reason, None).await.map_err(QueueError::store("failing a job"))?;
             if state == JobState::Dead {
-                self.let_go(&delivery.key, job_id);
                 return Ok(Nacked::Dead);
             }
             return Ok(Nacked::Retry);

@@ -61,6 +61,7 @@ conformance! {
     pull_takes_only_the_asked_kinds,
     jobs_are_not_handed_out_before_not_before,
     one_key_is_never_out_twice_and_keeps_its_order_under_concurrent_pullers,
+    two_processes_never_have_one_key_out_twice,
     nak_hands_the_job_back_after_its_delay_and_the_key_waits,
     delivery_limit_ends_in_a_dead_job_and_frees_the_key,
     expired_lease_redelivers,
@@ -71,20 +72,45 @@ conformance! {
 /// Opens queue instances over one backing store or stream: a new instance is a restarted
 /// consumer (a new process) over the same durable state.
 enum Harness {
-    Store(Arc<dyn Store>),
+    Store(Arc<dyn Store>, Reopen),
     Nats(NatsQueueOptions),
+}
+
+/// How to open the same store again, on connections of its own: another process.
+#[derive(Clone)]
+enum Reopen {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
 }
 
 impl Harness {
     async fn open(&self) -> Arc<dyn Queue> {
         match self {
-            Harness::Store(store) => Arc::new(StoreQueue::new(
-                store.clone(),
-                StoreQueueOptions { max_deliveries: MAX_DELIVERIES, reclaim_every: Duration::from_millis(100) },
-            )),
+            Harness::Store(store, _) => store_queue(store.clone()),
             Harness::Nats(options) => Arc::new(connect_nats(options).await),
         }
     }
+
+    /// A queue as another process sees it: the store opened again (its own pool), or a NATS
+    /// connection of its own.
+    async fn open_process(&self) -> Arc<dyn Queue> {
+        match self {
+            Harness::Store(_, Reopen::Sqlite(path)) => {
+                store_queue(Arc::new(SqliteStore::open(path).await.expect("opening the sqlite store again")))
+            }
+            Harness::Store(_, Reopen::Postgres(url)) => {
+                store_queue(Arc::new(PostgresStore::open(url).await.expect("opening the postgres store again")))
+            }
+            Harness::Nats(options) => Arc::new(connect_nats(options).await),
+        }
+    }
+}
+
+fn store_queue(store: Arc<dyn Store>) -> Arc<dyn Queue> {
+    Arc::new(StoreQueue::new(
+        store,
+        StoreQueueOptions { max_deliveries: MAX_DELIVERIES, reclaim_every: Duration::from_millis(100) },
+    ))
 }
 
 async fn connect_nats(options: &NatsQueueOptions) -> NatsQueue {
@@ -104,8 +130,9 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
-    let store = SqliteStore::open(&dir.path().join("erpsync.db")).await.expect("opening a fresh sqlite store");
-    test(Harness::Store(Arc::new(store))).await;
+    let path = dir.path().join("erpsync.db");
+    let store = SqliteStore::open(&path).await.expect("opening a fresh sqlite store");
+    test(Harness::Store(Arc::new(store), Reopen::Sqlite(path))).await;
 }
 
 fn postgres_url() -> String {
@@ -148,9 +175,9 @@ where
         .execute(&mut admin)
         .await
         .unwrap_or_else(|error| panic!("creating test database {database}: {error}"));
-    let store =
-        PostgresStore::open(&with_database(&admin_url, &database)).await.expect("opening a fresh postgres store");
-    let outcome = tokio::spawn(test(Harness::Store(Arc::new(store)))).await;
+    let url = with_database(&admin_url, &database);
+    let store = PostgresStore::open(&url).await.expect("opening a fresh postgres store");
+    let outcome = tokio::spawn(test(Harness::Store(Arc::new(store), Reopen::Postgres(url)))).await;
     let dropped = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
         .execute(&mut admin)
         .await;
@@ -211,11 +238,11 @@ async fn publish_deduplicates_by_id(harness: Harness) {
     first.dedupe_id = Some("delivery-1".into());
     let mut again = first.clone();
     again.payload = json!({"n": 2});
-    assert_eq!(queue.publish(&first).await.unwrap(), Published::Published);
+    assert!(matches!(queue.publish(&first).await.unwrap(), Published::Published { .. }));
     assert_eq!(queue.publish(&again).await.unwrap(), Published::Duplicate);
     let mut other = job("sync", "order:2", json!({"n": 3}));
     other.dedupe_id = Some("delivery-2".into());
-    assert_eq!(queue.publish(&other).await.unwrap(), Published::Published);
+    assert!(matches!(queue.publish(&other).await.unwrap(), Published::Published { .. }));
 
     let deliveries = pull_for(queue.as_ref(), &["sync"], 2, Duration::from_secs(2)).await;
     assert!(queue.pull("tester", &["sync"], 10, LEASE).await.unwrap().is_empty(), "nothing more");
@@ -254,9 +281,24 @@ async fn jobs_are_not_handed_out_before_not_before(harness: Harness) {
 }
 
 async fn one_key_is_never_out_twice_and_keeps_its_order_under_concurrent_pullers(harness: Harness) {
+    let queue = harness.open().await;
+    keys_stay_exclusive_and_ordered(vec![queue.clone(), queue]).await;
+}
+
+/// Two processes, each with its own queue instance (its own store pool, or NATS connection),
+/// pull one queue's jobs at once: still never two jobs of one key out together, and in order.
+async fn two_processes_never_have_one_key_out_twice(harness: Harness) {
+    let first = harness.open_process().await;
+    let second = harness.open_process().await;
+    keys_stay_exclusive_and_ordered(vec![first.clone(), first, second.clone(), second]).await;
+}
+
+/// Publishes jobs of a few keys through the first queue and pulls them with one puller per
+/// given queue, checking that a key is never out twice and each key's jobs come in order.
+async fn keys_stay_exclusive_and_ordered(queues: Vec<Arc<dyn Queue>>) {
     const N_KEYS: usize = 4;
     const JOBS_PER_KEY: usize = 15;
-    let queue = harness.open().await;
+    let queue = queues[0].clone();
     for sequence in 0..JOBS_PER_KEY {
         for key in 0..N_KEYS {
             let kind = if sequence % 2 == 0 { "event" } else { "job" };
@@ -268,8 +310,8 @@ async fn one_key_is_never_out_twice_and_keeps_its_order_under_concurrent_pullers
     let seen: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
     let violations: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut pullers = Vec::new();
-    for puller in 0..4 {
-        let (queue, out_now, seen, violations) = (queue.clone(), out_now.clone(), seen.clone(), violations.clone());
+    for (puller, queue) in queues.into_iter().enumerate() {
+        let (out_now, seen, violations) = (out_now.clone(), seen.clone(), violations.clone());
         pullers.push(tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             let worker = format!("worker-{puller}");

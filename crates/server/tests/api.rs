@@ -179,12 +179,13 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     assert_eq!(queued["full"], false);
     let job = setup.engine.store().job(queued["job_id"].as_i64().unwrap()).await.unwrap().unwrap();
-    assert_eq!(job.kind, "run_flow:products");
-    assert_eq!(job.payload["full"], false);
+    assert_eq!(job.kind, "run_flow");
+    assert_eq!(job.payload["key"], "flow:products", "{}", job.payload);
+    assert_eq!(job.payload["payload"]["full"], false);
     let (status, again) = setup.call(Method::POST, "/api/v1/flows/products/resync", Some(&setup.operator), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "one queued run per flow: {again}");
     // Once the queued run is done, a full resync is queued.
-    let claimed = setup.engine.store().claim_jobs("test", &["run_flow:products"], Duration::from_secs(60), 1).await;
+    let claimed = setup.engine.store().claim_jobs("test", &["run_flow"], Duration::from_secs(60), 1).await;
     setup.engine.store().complete_job(claimed.unwrap()[0].id, "test").await.unwrap();
     let (status, queued) = setup.call(Method::POST, "/api/v1/flows/products/resync", Some(&setup.operator), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");

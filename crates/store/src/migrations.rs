@@ -10,6 +10,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (3, "record states", include_str!("../migrations/sqlite/0003_record_states.sql")),
     (4, "operations", include_str!("../migrations/sqlite/0004_operations.sql")),
     (5, "alerts", include_str!("../migrations/sqlite/0005_alerts.sql")),
+    (6, "job keys", include_str!("../migrations/sqlite/0006_job_keys.sql")),
 ];
 
 /// `(version, description, sql)` of every PostgreSQL migration: the same versions as SQLite.
@@ -19,6 +20,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (3, "record states", include_str!("../migrations/postgres/0003_record_states.sql")),
     (4, "operations", include_str!("../migrations/postgres/0004_operations.sql")),
     (5, "alerts", include_str!("../migrations/postgres/0005_alerts.sql")),
+    (6, "job keys", include_str!("../migrations/postgres/0006_job_keys.sql")),
 ];
 
 /// Embedded with `include_str!` rather than `sqlx::migrate!`, which needs the `macros` feature;

@@ -617,8 +617,8 @@ impl Store for PostgresStore {
     async fn enqueue_job(&self, job: &NewJob) -> Result<Option<JobId>> {
         sqlx::query_scalar(
             "INSERT INTO jobs (kind, dedupe_key, payload, state, attempts, max_attempts, run_at,
-                               created_at, updated_at)
-             VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $6)
+                               created_at, updated_at, key)
+             VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $6, $7)
              ON CONFLICT DO NOTHING
              RETURNING id",
         )
@@ -628,13 +628,17 @@ impl Store for PostgresStore {
         .bind(job.max_attempts)
         .bind(job.run_at)
         .bind(Utc::now())
+        .bind(job.key.as_deref())
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("enqueueing a job"))
     }
 
     /// `FOR UPDATE SKIP LOCKED`: concurrent claimers take disjoint jobs without waiting for
-    /// each other. An empty `kinds` claims nothing.
+    /// each other. An empty `kinds` claims nothing. A job with a key is claimable only while no
+    /// job of its key is running and none is pending before it: concurrent claimers that both
+    /// see the key free both aim at its oldest job, which only one of them locks, and the
+    /// younger jobs are not claimable while that one is pending in their snapshot.
     async fn claim_jobs(&self, worker: &str, kinds: &[&str], lease: Duration, limit: u32) -> Result<Vec<Job>> {
         if kinds.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -644,8 +648,14 @@ impl Store for PostgresStore {
             "UPDATE jobs
              SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3
              WHERE id IN (
-                 SELECT id FROM jobs
+                 SELECT id FROM jobs AS candidate
                  WHERE state = 'pending' AND run_at <= $3 AND kind = ANY($4)
+                   AND (key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM jobs AS other
+                       WHERE other.key = candidate.key AND other.id <> candidate.id
+                         AND (other.state = 'running'
+                              OR (other.state = 'pending'
+                                  AND (other.run_at, other.id) < (candidate.run_at, candidate.id)))))
                  ORDER BY run_at, id
                  LIMIT $5
                  FOR UPDATE SKIP LOCKED)

@@ -703,8 +703,8 @@ impl Store for SqliteStore {
         let now = micros(Utc::now());
         sqlx::query_scalar(
             "INSERT INTO jobs (kind, dedupe_key, payload, state, attempts, max_attempts, run_at,
-                               created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?6)
+                               created_at, updated_at, key)
+             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6, ?6, ?7)
              ON CONFLICT DO NOTHING
              RETURNING id",
         )
@@ -714,13 +714,15 @@ impl Store for SqliteStore {
         .bind(job.max_attempts)
         .bind(micros(job.run_at))
         .bind(now)
+        .bind(job.key.as_deref())
         .fetch_optional(&self.writer)
         .await
         .map_err(StoreError::query("enqueueing a job"))
     }
 
     /// Exclusive because all writes are serialized through the one writer connection (and
-    /// SQLite's write lock across processes). An empty `kinds` claims nothing.
+    /// SQLite's write lock across processes). An empty `kinds` claims nothing. A job with a key
+    /// is claimable only while no job of its key is running and none is pending before it.
     async fn claim_jobs(&self, worker: &str, kinds: &[&str], lease: Duration, limit: u32) -> Result<Vec<Job>> {
         if kinds.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -730,9 +732,15 @@ impl Store for SqliteStore {
             "UPDATE jobs
              SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3
              WHERE id IN (
-                 SELECT id FROM jobs
+                 SELECT id FROM jobs AS candidate
                  WHERE state = 'pending' AND run_at <= ?3
                    AND kind IN (SELECT value FROM json_each(?4))
+                   AND (key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM jobs AS other
+                       WHERE other.key = candidate.key AND other.id <> candidate.id
+                         AND (other.state = 'running'
+                              OR (other.state = 'pending'
+                                  AND (other.run_at, other.id) < (candidate.run_at, candidate.id)))))
                  ORDER BY run_at, id
                  LIMIT ?5)
              RETURNING ",

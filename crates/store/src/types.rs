@@ -366,6 +366,9 @@ pub struct DeadLetterFilter {
 pub struct NewJob {
     pub kind: String,
     pub dedupe_key: Option<String>,
+    /// The record or flow the job is about: jobs with the same key are claimed one at a time,
+    /// oldest first (by `run_at`, then id), across every process on the store. `None`: no order.
+    pub key: Option<String>,
     pub payload: serde_json::Value,
     pub run_at: DateTime<Utc>,
     pub max_attempts: i32,

@@ -70,6 +70,8 @@ conformance! {
     jobs_are_deduplicated_while_pending_or_running,
     jobs_are_claimed_when_due_in_order_and_by_kind,
     concurrent_claimers_never_take_the_same_job,
+    keyed_jobs_run_one_at_a_time_in_order,
+    a_running_job_holds_its_key,
     expired_leases_are_reclaimed_and_count_as_attempts,
     failed_jobs_retry_then_die,
     released_jobs_are_pending_without_an_attempt,
@@ -293,6 +295,7 @@ fn new_job(kind: &str, dedupe_key: Option<&str>, run_at: DateTime<Utc>) -> NewJo
     NewJob {
         kind: kind.to_string(),
         dedupe_key: dedupe_key.map(str::to_string),
+        key: None,
         payload: json!({ "kind": kind }),
         run_at,
         max_attempts: 3,
@@ -1002,6 +1005,82 @@ async fn concurrent_claimers_never_take_the_same_job(store: Arc<dyn Store>) {
     assert_eq!(all.len(), n_jobs, "every job claimed exactly once");
     assert_eq!(unique.len(), n_jobs);
     assert_eq!(store.list_jobs(Some(JobState::Done), 1000).await.unwrap().len(), n_jobs);
+}
+
+/// Jobs of one key are claimed one at a time, oldest first, by concurrent claimers; other keys
+/// and jobs without a key go on beside them.
+async fn keyed_jobs_run_one_at_a_time_in_order(store: Arc<dyn Store>) {
+    let now = Utc::now() - ChronoDuration::seconds(1);
+    let (n_keys, per_key) = (6, 12);
+    for index in 0..per_key {
+        for key in 0..n_keys {
+            let mut job = new_job("push", None, now);
+            job.key = Some(format!("order:{key}"));
+            job.payload = json!({ "key": key, "index": index });
+            store.enqueue_job(&job).await.unwrap();
+        }
+    }
+    let running: Arc<std::sync::Mutex<HashSet<i64>>> = Arc::default();
+    let done: Arc<std::sync::Mutex<Vec<(i64, i64)>>> = Arc::default();
+    let mut claimers = Vec::new();
+    for worker in 0..4 {
+        let (store, running, done) = (Arc::clone(&store), Arc::clone(&running), Arc::clone(&done));
+        claimers.push(tokio::spawn(async move {
+            let worker = format!("w{worker}");
+            let mut idle = 0;
+            while idle < 20 {
+                let jobs = store.claim_jobs(&worker, &["push"], LEASE, 3).await.unwrap();
+                if jobs.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                idle = 0;
+                let keys: HashSet<i64> = jobs.iter().map(|job| job.payload["key"].as_i64().unwrap()).collect();
+                assert_eq!(keys.len(), jobs.len(), "one claim took two jobs of one key");
+                for job in jobs {
+                    let key = job.payload["key"].as_i64().unwrap();
+                    assert!(running.lock().unwrap().insert(key), "two jobs of key {key} claimed at once");
+                    tokio::task::yield_now().await;
+                    done.lock().unwrap().push((key, job.payload["index"].as_i64().unwrap()));
+                    running.lock().unwrap().remove(&key);
+                    store.complete_job(job.id, &worker).await.unwrap();
+                }
+            }
+        }));
+    }
+    for claimer in claimers {
+        claimer.await.unwrap();
+    }
+    let done = done.lock().unwrap().clone();
+    assert_eq!(done.len(), n_keys * per_key, "every job ran once");
+    for key in 0..n_keys as i64 {
+        let order: Vec<i64> = done.iter().filter(|(k, _)| *k == key).map(|(_, index)| *index).collect();
+        assert_eq!(order, (0..per_key as i64).collect::<Vec<_>>(), "key {key} ran in order");
+    }
+}
+
+/// A running job holds its key; a job without a key is never held back.
+async fn a_running_job_holds_its_key(store: Arc<dyn Store>) {
+    let now = Utc::now() - ChronoDuration::seconds(1);
+    let keyed = |key: &str| NewJob { key: Some(key.to_string()), ..new_job("push", None, now) };
+    let first = store.enqueue_job(&keyed("a")).await.unwrap().unwrap();
+    let second = store.enqueue_job(&keyed("a")).await.unwrap().unwrap();
+    let other = store.enqueue_job(&keyed("b")).await.unwrap().unwrap();
+    let free = store.enqueue_job(&new_job("push", None, now)).await.unwrap().unwrap();
+    let claimed: Vec<JobId> =
+        store.claim_jobs("w1", &["push"], LEASE, 10).await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(claimed, vec![first, other, free]);
+    assert!(store.claim_jobs("w2", &["push"], LEASE, 10).await.unwrap().is_empty(), "key a is held");
+    // Released (handed back), the oldest job of the key is first again.
+    store.release_job(first, "w1").await.unwrap();
+    let claimed: Vec<JobId> =
+        store.claim_jobs("w2", &["push"], LEASE, 10).await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(claimed, vec![first]);
+    store.complete_job(first, "w2").await.unwrap();
+    let claimed: Vec<JobId> =
+        store.claim_jobs("w2", &["push"], LEASE, 10).await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(claimed, vec![second]);
 }
 
 async fn expired_leases_are_reclaimed_and_count_as_attempts(store: Arc<dyn Store>) {

@@ -203,7 +203,7 @@ impl From<EngineError> for ApiError {
                 StatusCode::CONFLICT
             }
             EngineError::Store(erpsync_store::StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
-            EngineError::Store(_) | EngineError::Connector(_) | EngineError::Stopped { .. } => {
+            EngineError::Store(_) | EngineError::Connector(_) | EngineError::Queue(_) | EngineError::Stopped { .. } => {
                 // The server's fault, not the caller's: logged as well.
                 tracing::error!(error = %error, "Admin API request failed.");
                 return Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {error}"));
