@@ -1,7 +1,7 @@
 //! The matrix, Odoo × WooCommerce: both simulators in process, every flow both support,
 //! through `erpsync sync` of the real binary on a configuration file: products with variants
 //! and prices, stock, customers, orders placed through the shop's checkout, shipments with
-//! tracking back to the shop. Each step checks the other side's state through its own API, a
+//! tracking back to the shop, refunds made in the shop's admin back to Odoo. Each step checks the other side's state through its own API, a
 //! change made on one side shows on the other, and running every sync again writes and
 //! duplicates nothing. WooCommerce has no place for invoices (no document flow).
 
@@ -60,6 +60,11 @@ target = "erp"
 entity = "shipment"
 source = "erp"
 target = "shop"
+
+[flows.refunds]
+entity = "refund"
+source = "shop"
+target = "erp"
 "#;
 
 /// Odoo's JSON-2 API, as any client of Odoo calls it.
@@ -93,6 +98,28 @@ impl OdooApi {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// A POST to the shop's REST API signed with OAuth 1.0a, as any client of a plain-HTTP
+/// WooCommerce site signs it.
+async fn woo_post(shop: &erpsync_sim::woocommerce::RunningWooSim, path: &str, body: Value) -> Value {
+    use erpsync_sim::woocommerce::{oauth_base_string, oauth_signature};
+    let url = format!("{}{path}", shop.api_url());
+    let key = shop.key();
+    let mut params = vec![
+        ("oauth_consumer_key".to_string(), key.consumer_key.clone()),
+        ("oauth_nonce".to_string(), format!("{:032x}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default())),
+        ("oauth_signature_method".to_string(), "HMAC-SHA256".to_string()),
+        ("oauth_timestamp".to_string(), chrono::Utc::now().timestamp().to_string()),
+    ];
+    let signature =
+        oauth_signature("HMAC-SHA256", &key.consumer_secret, &oauth_base_string("POST", &url, &params)).unwrap();
+    params.push(("oauth_signature".to_string(), signature));
+    let response = reqwest::Client::new().post(&url).query(&params).json(&body).send().await.unwrap();
+    let status = response.status();
+    let value: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "POST {path}: {status}: {value}");
+    value
 }
 
 fn decimal(value: &Value) -> Decimal {
@@ -280,8 +307,32 @@ async fn odoo_and_woocommerce_every_flow_end_to_end() {
     assert_eq!(status, "completed");
     assert!(notes.iter().any(|note| note.contains(&tracking)), "{notes:?}");
 
+    // The shop refunds one of the two units of the second line (as its admin does, through the
+    // REST API): a draft credit note in Odoo for that order.
+    let line_id = shop.with_store(|store| store.orders[&order_id].line_items[1].id);
+    let refund = woo_post(
+        &shop,
+        &format!("/orders/{order_id}/refunds"),
+        json!({"amount": "10.00", "reason": "damaged", "line_items": [{"id": line_id, "quantity": 1}], "api_refund": true}),
+    )
+    .await;
+    assert!(refund["id"].as_u64().is_some(), "{refund}");
+    let counts = erpsync.sync("refunds").await;
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let credit_notes = odoo
+        .search_read(
+            "account.move",
+            json!([["move_type", "=", "out_refund"], ["invoice_origin", "!=", false]]),
+            &["state", "invoice_origin", "amount_total"],
+        )
+        .await;
+    assert_eq!(credit_notes.len(), 1, "{credit_notes:?}");
+    assert_eq!(credit_notes[0]["state"], "draft", "{credit_notes:?}");
+
     // Everything again: nothing duplicated, and then nothing written.
-    erpsync.again_twice(&["products", "stock", "customers", "orders", "shipments"]).await;
+    erpsync.again_twice(&["products", "stock", "customers", "orders", "shipments", "refunds"]).await;
+    let credit_notes = odoo.search_read("account.move", json!([["move_type", "=", "out_refund"]]), &["id"]).await;
+    assert_eq!(credit_notes.len(), 1, "the refund is in Odoo once");
     let sales = odoo.search_read("sale.order", json!([["client_order_ref", "=", number]]), &["id"]).await;
     assert_eq!(sales.len(), 1, "the order is in Odoo once");
     let n_products = shop.with_store(|store| store.products.len());
