@@ -56,6 +56,9 @@ SETUP_VERSION = "1"
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "supersecret"
 CURRENCY = "eur"
+# A second region in US dollars, for an ERP that keeps its prices in dollars (the Tryton test
+# company does): the matrix tests sync Tryton with this region.
+SECOND_CURRENCY = "usd"
 LOCATIONS = ["Main WH", "Second WH"]
 
 
@@ -308,13 +311,20 @@ def store_setup(api):
     ids["sales_channel"] = sales_channel
     ids["sales_channel_name"] = api.call("GET", f"/admin/sales-channels/{sales_channel}")["sales_channel"]["name"]
     api.call("POST", f"/admin/stores/{store['id']}",
-             {"supported_currencies": [{"currency_code": CURRENCY, "is_default": True}]})
+             {"supported_currencies": [{"currency_code": CURRENCY, "is_default": True},
+                                       {"currency_code": SECOND_CURRENCY}]})
     region = api.call("POST", "/admin/regions", {
         "name": "Europe", "currency_code": CURRENCY, "countries": ["de", "at"],
         "payment_providers": ["pp_system_default"],
     })["region"]
     ids["region"] = region["id"]
     ids["region_name"] = region["name"]
+    americas = api.call("POST", "/admin/regions", {
+        "name": "Americas", "currency_code": SECOND_CURRENCY, "countries": ["us"],
+        "payment_providers": ["pp_system_default"],
+    })["region"]
+    ids["region_usd"] = americas["id"]
+    ids["region_usd_name"] = americas["name"]
 
     profiles = api.call("GET", "/admin/shipping-profiles")["shipping_profiles"]
     if not profiles:
@@ -341,14 +351,15 @@ def store_setup(api):
         fulfillment_set = with_set["fulfillment_sets"][0]["id"]
         zone_set = api.call("POST", f"/admin/fulfillment-sets/{fulfillment_set}/service-zones?fields=*service_zones", {
             "name": "Europe",
-            "geo_zones": [{"type": "country", "country_code": "de"}, {"type": "country", "country_code": "at"}],
+            "geo_zones": [{"type": "country", "country_code": "de"}, {"type": "country", "country_code": "at"},
+                          {"type": "country", "country_code": "us"}],
         })["fulfillment_set"]
         service_zone = zone_set["service_zones"][0]["id"]
         option = api.call("POST", "/admin/shipping-options", {
             "name": "Standard", "price_type": "flat", "provider_id": "manual_manual",
             "service_zone_id": service_zone, "shipping_profile_id": ids["shipping_profile"],
             "type": {"label": "Standard", "description": "2-3 days", "code": "standard"},
-            "prices": [{"currency_code": CURRENCY, "amount": 5}],
+            "prices": [{"currency_code": CURRENCY, "amount": 5}, {"currency_code": SECOND_CURRENCY, "amount": 5}],
             "rules": [{"attribute": "enabled_in_store", "value": "true", "operator": "eq"},
                       {"attribute": "is_return", "value": "false", "operator": "eq"}],
         })["shipping_option"]

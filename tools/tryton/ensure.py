@@ -54,7 +54,7 @@ MODULES = [
     "sale_price_list", "product_price_list", "web_shop",
 ]
 # Bump when the business setup below changes, so that old snapshots are not reused.
-SETUP_VERSION = "3"
+SETUP_VERSION = "4"
 DATABASE = "erp"
 LOGIN = "admin"
 PASSWORD = "admin"
@@ -206,8 +206,29 @@ def business_setup(rpc):
         {},
     )[0]
     ids["currency"] = currency
+    # Euros too, for shops that sell in euros (the Shopify simulator does): a sale in euros is
+    # invoiced in euros and posted in dollars, which needs a rate for both from the start of
+    # last year on.
+    ids["currency_eur"] = rpc.call(
+        "model.currency.currency.create",
+        [{"name": "Euro", "code": "EUR", "symbol": "€", "numeric_code": "978", "rounding": D("0.01"), "digits": 2}],
+        {},
+    )[0]
+    rates_from = date(datetime.date(datetime.date.today().year - 1, 1, 1))
+    rpc.call(
+        "model.currency.currency.rate.create",
+        [{"currency": currency, "date": rates_from, "rate": D("1")},
+         {"currency": ids["currency_eur"], "date": rates_from, "rate": D("0.9")}],
+        {},
+    )
     ids["country_us"] = rpc.call("model.country.country.create", [{"name": "United States", "code": "US"}], {})[0]
     ids["country_de"] = rpc.call("model.country.country.create", [{"name": "Germany", "code": "DE"}], {})[0]
+    # The other countries the shop simulators' customers live in.
+    rpc.call(
+        "model.country.country.create",
+        [{"name": "France", "code": "FR"}, {"name": "Italy", "code": "IT"}, {"name": "Austria", "code": "AT"}],
+        {},
+    )
     company_party = rpc.call("model.party.party.create", [{"name": "erpsync Test Company"}], {})[0]
     company = rpc.call("model.company.company.create", [{"party": company_party, "currency": currency, "timezone": "UTC"}], {})[0]
     ids["company"] = company

@@ -7,9 +7,11 @@
 //! `target/bench/results.jsonl`.
 //!
 //! `cargo xtask bench-http`: REST API to REST batch endpoint; `cargo xtask bench-shop`: Odoo to
-//! Shopify on the simulators (see `shop_bench`).
+//! Shopify on the simulators (see `shop_bench`); `cargo xtask bench-medusa`: Tryton to Medusa,
+//! two real servers (see `medusa_bench`).
 
 mod mapping_bench;
+mod medusa_bench;
 mod rest_api;
 mod scale_bench;
 mod shop_bench;
@@ -55,6 +57,17 @@ fn main() -> Result<()> {
             };
             shop_bench::bench(products)
         }
+        Some("bench-medusa") => {
+            let products: usize = match args.get(1) {
+                Some(n) => n.parse().context("products: 2000")?,
+                None => 2_000,
+            };
+            let orders: usize = match args.get(2) {
+                Some(n) => n.parse().context("orders: 100")?,
+                None => 100,
+            };
+            medusa_bench::bench(products, orders)
+        }
         Some("bench-mapping") => {
             let records: usize = match args.get(1) {
                 Some(n) => n.parse().context("records: 200000")?,
@@ -81,7 +94,7 @@ fn main() -> Result<()> {
             scale_bench::bench(orders)
         }
         _ => bail!(
-            "usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS] | bench-webhooks [SECONDS] [BURST] | bench-mapping [RECORDS] | bench-scale [ORDERS]"
+            "usage: cargo xtask bench [SIZES] | bench-http [SIZES] | bench-shop [PRODUCTS] | bench-medusa [PRODUCTS] [ORDERS] | bench-webhooks [SECONDS] [BURST] | bench-mapping [RECORDS] | bench-scale [ORDERS]"
         ),
     }
 }

@@ -21,7 +21,7 @@ use erpsync_model::{
     Checkpoint, Currency, EntityKind, FinancialStatus, Money, OrderState, OrderStatusChange, PriceEntry, PriceList,
     Product, ProductOption, Record, Shipment, ShipmentLine, StockLevel, Tracking, Variant,
 };
-use erpsync_model::{FulfillmentStatus, OptionValue};
+use erpsync_model::{Document, DocumentKind, FulfillmentStatus, OptionValue, OrderTotals, Pdf};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -829,4 +829,51 @@ async fn a_shipment_can_be_marked_delivered_and_an_order_cancelled() {
         OrderStatusChange { order_number: "999999".into(), state: OrderState::Cancelled, ..Default::default() };
     let outcomes = write(&connector, vec![(None, Record::OrderStatus(unknown))]).await;
     assert!(matches!(&outcomes[0], WriteOutcome::Failed(error) if error.kind == ErrorKind::NotFound), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn an_invoice_is_kept_in_its_orders_metadata_beside_what_was_there() {
+    let connector = connector();
+    let code = unique("INVOICE");
+    target(&write(&connector, vec![(None, Record::Product(simple(&code, "12")))]).await[0]);
+    target(&write(&connector, vec![(None, stock(&code, "main", "10"))]).await[0]);
+    let email = format!("{}@example.com", unique("inv").to_lowercase());
+    let placed = checkout(&email, &[(&code, 1)]).await;
+    let number = placed["display_id"].to_string();
+    let id = placed["id"].as_str().unwrap();
+    let invoice = |invoice_number: &str, total: &str| Document {
+        kind: DocumentKind::Invoice,
+        number: invoice_number.into(),
+        order_number: Some(number.clone()),
+        issued_at: Some(Utc::now()),
+        currency: Currency::EUR,
+        totals: OrderTotals { total: dec(total), ..OrderTotals::default() },
+        pdf: Some(Pdf::Base64 { data: "UEsDBA==".into(), file_name: Some(format!("{invoice_number}.odt")) }),
+        ..Document::default()
+    };
+    let outcomes = write(&connector, vec![(None, Record::Document(invoice("INV/1", "17.00")))]).await;
+    assert_eq!(target(&outcomes[0]), id, "the document's target is its order");
+    let metadata = &admin(&format!("/admin/orders/{id}?fields=id,metadata")).await["order"]["metadata"];
+    assert_eq!(metadata["erpsync_invoice_number"], "INV/1", "{metadata}");
+    assert_eq!(metadata["erpsync_invoice_total"], "17.00");
+    assert_eq!(metadata["erpsync_invoice_currency"], "EUR");
+    assert_eq!(metadata["erpsync_invoice_file"], "INV/1.odt");
+
+    // A credit note later keeps the invoice's keys; a corrected invoice replaces them.
+    let credit = Document { kind: DocumentKind::CreditNote, ..invoice("CN/1", "-17.00") };
+    target(
+        &write(&connector, vec![(None, Record::Document(credit)), (None, Record::Document(invoice("INV/2", "12.00")))])
+            .await[0],
+    );
+    let metadata = &admin(&format!("/admin/orders/{id}?fields=id,metadata")).await["order"]["metadata"];
+    assert_eq!(metadata["erpsync_credit_note_number"], "CN/1", "{metadata}");
+    assert_eq!(metadata["erpsync_invoice_number"], "INV/2", "{metadata}");
+
+    // A document of an order the shop does not have waits (retryable not found).
+    let orphan = Document { order_number: Some("999999".into()), ..invoice("INV/3", "1") };
+    let outcomes = write(&connector, vec![(None, Record::Document(orphan))]).await;
+    assert!(
+        matches!(&outcomes[0], WriteOutcome::Failed(error) if error.kind == ErrorKind::NotFound && error.retryable),
+        "{outcomes:?}"
+    );
 }

@@ -313,6 +313,15 @@ async fn products_with_variants_are_written_then_read_back() {
         ]
     );
     assert_eq!(read.extra.get("tryton_template_id"), Some(&json!(template.parse::<i64>().unwrap())));
+    // Shops need an option to tell variants apart: the variants' descriptions.
+    assert_eq!(
+        read.options,
+        vec![erpsync_model::ProductOption { name: "Variant".into(), values: vec!["Small".into(), "Medium".into()] }]
+    );
+    assert_eq!(
+        read.variants[1].options,
+        vec![erpsync_model::OptionValue { option: "Variant".into(), value: "Medium".into() }]
+    );
 
     // Found again by product code and by a variant's SKU; unknown keys find nothing.
     let keys = vec![code.clone(), format!("{code}-M"), format!("{code}-XL")];
@@ -503,6 +512,51 @@ async fn an_order_imported_twice_exists_once_confirmed() {
         write(&connector, vec![(None, Record::Order(order(&unique("W"), &email, "NO-SUCH-SKU", "1")))]).await;
     assert!(
         matches!(&outcomes[0], WriteOutcome::Failed(error) if error.kind == ErrorKind::NotFound && error.retryable),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_order_in_euros_with_tax_included_prices_becomes_a_net_euro_sale() {
+    let _turn = TURN.lock().await;
+    let connector = connector();
+    let sku = unique("VAT");
+    create_product(&connector, &sku).await;
+    let number = unique("W");
+    let email = format!("{}@example.com", unique("buyer"));
+    // Two at 24.00 gross with 20 % VAT (8.00 in all), a 4.80 gross discount (0.80 of VAT).
+    let mut gross = order(&number, &email, &sku, "2");
+    gross.currency = Currency::EUR;
+    gross.prices_include_tax = true;
+    gross.lines[0].unit_price = dec("24");
+    gross.lines[0].discount = dec("4.80");
+    gross.lines[0].total = dec("43.20");
+    gross.lines[0].tax_lines =
+        vec![erpsync_model::TaxLine { title: "VAT 20%".into(), rate: dec("0.2"), amount: dec("7.20") }];
+    gross.totals =
+        OrderTotals { subtotal: dec("43.20"), tax_total: dec("7.20"), total: dec("43.20"), ..OrderTotals::default() };
+    let outcomes = write(&connector, vec![(None, Record::Order(gross))]).await;
+    target(&outcomes[0]);
+    let sale = &sale_of(&connector, &number).await[0];
+    let rows = call(
+        &connector,
+        "sale.sale",
+        "read",
+        vec![json!([sale["id"]]), json!(["currency.code", "untaxed_amount", "lines"])],
+    )
+    .await;
+    assert_eq!(rows[0]["currency."]["code"], "EUR", "{rows}");
+    let line = call(&connector, "sale.line", "read", vec![rows[0]["lines"].clone(), json!(["unit_price"])]).await;
+    let unit_price = dec(line[0]["unit_price"]["decimal"].as_str().unwrap_or_default());
+    assert_eq!(unit_price, dec("18"), "(48.00 − 4.80 − 7.20) / 2: {line}");
+
+    // Tax-inclusive prices whose tax the shop did not itemise cannot be made net: refused.
+    let mut unknown = order(&unique("W"), &email, &sku, "1");
+    unknown.prices_include_tax = true;
+    unknown.totals.tax_total = dec("3.33");
+    let outcomes = write(&connector, vec![(None, Record::Order(unknown))]).await;
+    assert!(
+        matches!(&outcomes[0], WriteOutcome::Failed(error) if error.kind == ErrorKind::InvalidRequest && error.message.contains("include tax")),
         "{outcomes:?}"
     );
 }

@@ -13,7 +13,8 @@
 //!   per location; records by id for webhook events.
 //! - [`sink`]: products (batch creation, update by id with variants by SKU, lookup by code or
 //!   SKU), base prices, stock levels per location, shipments (fulfillment, shipment with
-//!   tracking, optionally delivered) and order status (cancel, complete).
+//!   tracking, optionally delivered), order status (cancel, complete) and documents (in the
+//!   order's metadata).
 //! - [`webhook`]: verification and decoding of the events that erpsync's subscriber file
 //!   forwards (Medusa ships no webhooks).
 //!

@@ -21,6 +21,10 @@
 //!   shipment with the tracking labels, then optionally "delivered".
 //! - Order status: `cancelled` cancels the order, `completed` completes it; Medusa has no other
 //!   order states to set, so other states are accepted without a call.
+//! - Documents (invoices, credit notes, delivery notes) go to their order's `metadata` under
+//!   `erpsync_<kind>_*` keys (number, date, total, currency, file name, URL when the document
+//!   is one), merged with the metadata the order has: Medusa has no document store of its own
+//!   for orders, and its admin API takes metadata on `POST /admin/orders/{id}`.
 
 use crate::medusa::MedusaConnector;
 use crate::medusa::map::{
@@ -30,7 +34,7 @@ use crate::medusa::map::{
 use crate::medusa::source::PRODUCT_FIELDS;
 use crate::{Capabilities, ConnectorError, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome};
 use async_trait::async_trait;
-use erpsync_model::{EntityKind, OrderState, Product, Record, Shipment};
+use erpsync_model::{Document, EntityKind, OrderState, Pdf, Product, Record, Shipment};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
@@ -722,6 +726,76 @@ impl MedusaConnector {
         Ok(outcomes)
     }
 
+    // ---- documents ------------------------------------------------------------------------
+
+    async fn write_documents(&self, batch: &WriteBatch) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let context = self.write_context(EntityKind::Document);
+        let numbers: Vec<String> = batch
+            .items
+            .iter()
+            .filter_map(|item| match &item.record {
+                Record::Document(document) => document.order_number.clone(),
+                _ => None,
+            })
+            .collect();
+        let orders = self.orders_by_number(&numbers, "id,metadata", &context).await?;
+        let mut written: HashMap<String, Map<String, Value>> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batch.items.len());
+        for item in &batch.items {
+            let item_context = format!("{context}: {}", item.natural_key);
+            let Record::Document(document) = &item.record else {
+                outcomes.push(failed(ErrorKind::InvalidRequest, &item_context, "not a document record"));
+                continue;
+            };
+            let Some(order_number) = document.order_number.as_deref().map(str::trim).filter(|n| !n.is_empty()) else {
+                outcomes.push(failed(
+                    ErrorKind::InvalidRequest,
+                    &item_context,
+                    "order_number: medusa keeps documents on their order, and this one names no order",
+                ));
+                continue;
+            };
+            let Some(order) = orders.get(order_number) else {
+                // The order may not be in the shop yet: worth waiting for.
+                outcomes.push(WriteOutcome::Failed(
+                    ConnectorError::new(
+                        ErrorKind::NotFound,
+                        &item_context,
+                        format!("order_number: no order {order_number} in the shop"),
+                    )
+                    .with_retryable(true),
+                ));
+                continue;
+            };
+            let order_id = str_of(order, "id").to_string();
+            // Several documents of one order in a batch: each starts from what the one
+            // before it wrote.
+            let mut metadata = written
+                .get(&order_id)
+                .cloned()
+                .unwrap_or_else(|| order.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default());
+            metadata.extend(document_metadata(document));
+            let result = self
+                .request(
+                    Method::POST,
+                    &format!("/admin/orders/{order_id}"),
+                    &[("fields", "id".into())],
+                    Some(&json!({ "metadata": metadata })),
+                    &item_context,
+                )
+                .await;
+            match result {
+                Ok(_) => {
+                    written.insert(order_id.clone(), metadata);
+                    outcomes.push(WriteOutcome::Updated { target_id: order_id });
+                }
+                Err(error) if is_data_error(&error) => outcomes.push(WriteOutcome::Failed(error)),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(outcomes)
+    }
+
     // ---- shipments ------------------------------------------------------------------------
 
     async fn write_shipments(&self, batch: &WriteBatch) -> Result<Vec<WriteOutcome>, ConnectorError> {
@@ -932,6 +1006,28 @@ impl MedusaConnector {
 }
 
 /// Creates and updates cut into requests of at most `size` entries together.
+/// A document's keys in its order's metadata: `erpsync_<kind>_number`, `_date`, `_total`,
+/// `_currency`, and `_file` (the file name of embedded bytes, which are not uploaded) or
+/// `_url`. A later document of the same kind replaces the values.
+pub fn document_metadata(document: &Document) -> Map<String, Value> {
+    let prefix = format!("erpsync_{}", document.kind.as_str());
+    let mut metadata = Map::new();
+    metadata.insert(format!("{prefix}_number"), json!(document.number));
+    metadata.insert(format!("{prefix}_date"), json!(document.issued_at.map(|at| at.date_naive().to_string())));
+    metadata.insert(format!("{prefix}_total"), json!(document.totals.total.round_dp(2).to_string()));
+    metadata.insert(format!("{prefix}_currency"), json!(document.currency.as_str()));
+    match &document.pdf {
+        Some(Pdf::Url { url }) => {
+            metadata.insert(format!("{prefix}_url"), json!(url));
+        }
+        Some(Pdf::Base64 { file_name, .. }) => {
+            metadata.insert(format!("{prefix}_file"), json!(file_name));
+        }
+        None => {}
+    }
+    metadata
+}
+
 fn chunk_pairs(creates: Vec<Value>, updates: Vec<Value>, size: usize) -> Vec<(Vec<Value>, Vec<Value>)> {
     let mut all: Vec<(bool, Value)> = creates.into_iter().map(|v| (true, v)).collect();
     all.extend(updates.into_iter().map(|v| (false, v)));
@@ -951,7 +1047,9 @@ impl Sink for MedusaConnector {
             EntityKind::Product | EntityKind::StockLevel | EntityKind::OrderStatus => {
                 Capabilities { write: true, lookup: true, ..Capabilities::default() }
             }
-            EntityKind::PriceList | EntityKind::Shipment => Capabilities { write: true, ..Capabilities::default() },
+            EntityKind::PriceList | EntityKind::Shipment | EntityKind::Document => {
+                Capabilities { write: true, ..Capabilities::default() }
+            }
             _ => Capabilities::default(),
         }
     }
@@ -1006,6 +1104,7 @@ impl Sink for MedusaConnector {
             EntityKind::StockLevel => self.write_stock(batch).await,
             EntityKind::OrderStatus => self.write_order_status(batch).await,
             EntityKind::Shipment => self.write_shipments(batch).await,
+            EntityKind::Document => self.write_documents(batch).await,
             other => {
                 let context = self.write_context(other);
                 Ok(batch
@@ -1016,7 +1115,7 @@ impl Sink for MedusaConnector {
                             ErrorKind::InvalidRequest,
                             &context,
                             format!(
-                                "the medusa connector does not write {other}: it writes product, price_list, stock_level, order_status and shipment"
+                                "the medusa connector does not write {other}: it writes product, price_list, stock_level, order_status, shipment and document"
                             ),
                         )
                     })

@@ -8,8 +8,9 @@
 use base64::Engine;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use erpsync_model::{
-    Currency, Document, DocumentKind, DocumentLine, FinancialStatus, FulfillmentStatus, Money, OrderState,
-    OrderStatusChange, OrderTotals, Pdf, Product, ProductStatus, Shipment, ShipmentLine, Tracking, Variant,
+    Currency, Document, DocumentKind, DocumentLine, FinancialStatus, FulfillmentStatus, Money, OptionValue, OrderLine,
+    OrderState, OrderStatusChange, OrderTotals, Pdf, Product, ProductOption, ProductStatus, Shipment, ShipmentLine,
+    Tracking, Variant,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -249,7 +250,42 @@ pub fn product_from_rows(template: &Value, variants: &[&Value], currency: Curren
         }
         product.variants.push(variant);
     }
+    name_variants(&mut product);
     product
+}
+
+/// The option that tells several variants apart. Tryton without its attribute modules has no
+/// options, yet shops need one (Shopify refuses variants without option values): each variant
+/// is named by its description ("Small", "Red / M"), or by its SKU when descriptions are
+/// missing or repeat.
+pub const VARIANT_OPTION: &str = "Variant";
+
+fn name_variants(product: &mut Product) {
+    if product.variants.len() < 2 {
+        return;
+    }
+    let descriptions: Vec<Option<String>> = product
+        .variants
+        .iter()
+        .map(|variant| variant.title.clone().map(|title| title.trim().to_string()).filter(|title| !title.is_empty()))
+        .collect();
+    let mut distinct: Vec<&String> = descriptions.iter().flatten().collect();
+    distinct.sort();
+    distinct.dedup();
+    let by_description = distinct.len() == product.variants.len();
+    let values: Vec<String> = product
+        .variants
+        .iter()
+        .zip(&descriptions)
+        .map(|(variant, description)| match description {
+            Some(description) if by_description => description.clone(),
+            _ => variant.sku.clone(),
+        })
+        .collect();
+    for (variant, value) in product.variants.iter_mut().zip(&values) {
+        variant.options = vec![OptionValue { option: VARIANT_OPTION.into(), value: value.clone() }];
+    }
+    product.options = vec![ProductOption { name: VARIANT_OPTION.into(), values }];
 }
 
 /// The canonical state of a `sale.sale` row.
@@ -371,6 +407,28 @@ pub fn document_from_row(
 }
 
 /// Escapes `\`, `%` and `_` for an exact, case-insensitive match with Tryton's `ilike`.
+/// The net unit price of an order line for a Tryton sale line: Tryton's sale prices exclude
+/// tax and carry no line discount, so the discount is spread over the quantity and, when the
+/// order's prices include tax, the line's tax amounts are taken out. A tax-inclusive line with
+/// tax but no tax amounts cannot be converted and is refused.
+pub fn net_unit_price(line: &OrderLine, prices_include_tax: bool, order_tax_total: Decimal) -> Result<Decimal, String> {
+    if line.quantity.is_zero() {
+        return Ok(line.unit_price);
+    }
+    let mut net_total = line.unit_price * line.quantity - line.discount;
+    if prices_include_tax {
+        let line_tax: Decimal = line.tax_lines.iter().map(|tax| tax.amount).sum();
+        if line.tax_lines.is_empty() && !order_tax_total.is_zero() {
+            return Err(format!(
+                "line {:?}: the order's prices include tax but the line gives no tax amount to take out (Tryton's sale prices exclude tax)",
+                line.sku
+            ));
+        }
+        net_total -= line_tax;
+    }
+    Ok((net_total / line.quantity).round_dp(4))
+}
+
 pub fn like_exact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for character in text.chars() {
@@ -404,6 +462,53 @@ mod tests {
         assert_eq!(decode_bytes(&json!({"__class__":"bytes","base64":"JVBE\nRi0=\n"})), Some(b"%PDF-".to_vec()));
         assert!(truthy(&json!({"active": 1}), "active") && !truthy(&json!({"active": 0}), "active"));
         assert_eq!(like_exact("a_b%c\\d"), "a\\_b\\%c\\\\d");
+    }
+
+    #[test]
+    fn variants_are_named_by_description_or_else_by_sku() {
+        let template = json!({"id": 1, "name": "Tee", "code": "T-", "type": "goods", "active": true});
+        let row = |id: i64, code: &str, description: Option<&str>| json!({"id": id, "code": code, "description": description, "active": true});
+        let values = |rows: &[Value]| {
+            let refs: Vec<&Value> = rows.iter().collect();
+            let product = product_from_rows(&template, &refs, Currency::USD);
+            let options: Vec<String> = product.variants.iter().map(|v| v.options[0].value.clone()).collect();
+            assert_eq!(product.options[0].values, options);
+            options
+        };
+        assert_eq!(values(&[row(1, "T-S", Some("Small")), row(2, "T-M", Some("Medium"))]), ["Small", "Medium"]);
+        // Repeated or missing descriptions cannot tell variants apart: SKUs do.
+        assert_eq!(values(&[row(1, "T-S", Some("Tee")), row(2, "T-M", Some("Tee"))]), ["T-S", "T-M"]);
+        assert_eq!(values(&[row(1, "T-S", Some("Small")), row(2, "T-M", None)]), ["T-S", "T-M"]);
+        // One variant needs no option.
+        let single = [row(1, "T-S", Some("Small"))];
+        let refs: Vec<&Value> = single.iter().collect();
+        assert!(product_from_rows(&template, &refs, Currency::USD).options.is_empty());
+    }
+
+    #[test]
+    fn net_unit_prices_take_out_discounts_and_included_tax() {
+        let line = |price: &str, quantity: &str, discount: &str, taxes: &[&str]| OrderLine {
+            sku: "A".into(),
+            unit_price: dec(price),
+            quantity: dec(quantity),
+            discount: dec(discount),
+            tax_lines: taxes
+                .iter()
+                .map(|amount| erpsync_model::TaxLine { title: "VAT".into(), rate: dec("0.2"), amount: dec(amount) })
+                .collect(),
+            ..OrderLine::default()
+        };
+        // Tax exclusive: only the discount is spread.
+        assert_eq!(net_unit_price(&line("10", "3", "3", &[]), false, dec("5.4")), Ok(dec("9")));
+        // Tax inclusive: 2 × 12.00 gross with 4.00 VAT is 10.00 net each.
+        assert_eq!(net_unit_price(&line("12", "2", "0", &["4"]), true, dec("4")), Ok(dec("10")));
+        // With a discount: (2 × 12.00 − 2.40) gross, 3.60 VAT → 9.00 net each.
+        assert_eq!(net_unit_price(&line("12", "2", "2.4", &["3.6"]), true, dec("3.6")), Ok(dec("9")));
+        // Tax inclusive, tax on the order, none on the line: cannot be converted.
+        let refused = net_unit_price(&line("12", "2", "0", &[]), true, dec("4")).unwrap_err();
+        assert!(refused.contains("include tax"), "{refused}");
+        // Tax inclusive but no tax at all: the price is already net.
+        assert_eq!(net_unit_price(&line("12", "2", "0", &[]), true, Decimal::ZERO), Ok(dec("12")));
     }
 
     fn product(code: &str, skus: &[(&str, Option<&str>)]) -> Product {

@@ -11,7 +11,7 @@ use crate::tryton::TrytonConnector;
 use crate::tryton::client::Setup;
 use crate::tryton::config::MAX_BATCH_SIZE;
 use crate::tryton::map::{
-    TemplatePlan, encode_date, encode_decimal, id, ids, like_exact, plan_template, text, variant_values,
+    TemplatePlan, encode_date, encode_decimal, id, ids, like_exact, net_unit_price, plan_template, text, variant_values,
 };
 use crate::{Capabilities, ConnectorError, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome};
 use async_trait::async_trait;
@@ -672,11 +672,12 @@ impl TrytonConnector {
     }
 
     async fn create_sale(&self, order: &Order, shop: i64, setup: &Setup, context: &str) -> Result<i64, ConnectorError> {
-        if order.prices_include_tax && !order.totals.tax_total.is_zero() {
-            return Err(invalid(
-                context,
-                "the order's prices include tax; Tryton's sale prices exclude it: convert them in the mapping",
-            ));
+        // Tryton's sale lines carry one net unit price, without tax.
+        let mut unit_prices = Vec::with_capacity(order.lines.len());
+        for line in &order.lines {
+            let price = net_unit_price(line, order.prices_include_tax, order.totals.tax_total)
+                .map_err(|message| invalid(context, message))?;
+            unit_prices.push(price);
         }
         let currencies = self
             .search_read(
@@ -755,21 +756,15 @@ impl TrytonConnector {
         let lines: Vec<Value> = order
             .lines
             .iter()
-            .map(|line| {
-                // Tryton's sale lines carry one net unit price: the line's discount is spread
-                // over its quantity.
-                let unit_price = if line.discount.is_zero() || line.quantity.is_zero() {
-                    line.unit_price
-                } else {
-                    (line.unit_price * line.quantity - line.discount) / line.quantity
-                };
+            .zip(unit_prices)
+            .map(|(line, unit_price)| {
                 json!({
                     "type": "line",
                     "product": product_ids[line.sku.trim()],
                     "description": line.title,
                     "quantity": quantity(line.quantity),
                     "unit": setup.unit,
-                    "unit_price": encode_decimal(unit_price.round_dp(4)),
+                    "unit_price": encode_decimal(unit_price),
                 })
             })
             .collect();
