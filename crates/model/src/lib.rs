@@ -35,7 +35,9 @@ pub use order::{
     OrderStatusChange, OrderTotals, Payment, Refund, RefundLine, Rounding, ShippingLine, TaxLine,
 };
 pub use price::{PriceEntry, PriceList};
-pub use product::{Image, OptionValue, Product, ProductAttribute, ProductOption, ProductStatus, Variant, Weight};
+pub use product::{
+    Image, OptionValue, Product, ProductAttribute, ProductOption, ProductStatus, VARIANT_OPTION, Variant, Weight,
+};
 pub use record::Record;
 pub use shipment::{Shipment, ShipmentLine, Tracking};
 pub use stock::StockLevel;

@@ -97,3 +97,43 @@ pub struct ProductAttribute {
     pub name: String,
     pub value: String,
 }
+
+/// The option that tells variants apart when a system has none (an ERP whose variants are
+/// separate articles, a file without option columns).
+pub const VARIANT_OPTION: &str = "Variant";
+
+impl Product {
+    /// Several variants and no options at all: see [`Product::name_variants`].
+    pub fn needs_variant_option(&self) -> bool {
+        self.variants.len() > 1
+            && self.options.is_empty()
+            && self.variants.iter().all(|variant| variant.options.is_empty())
+    }
+
+    /// Gives a product with several variants and no options at all one option,
+    /// [`VARIANT_OPTION`], valued by the variants' titles when all are present and distinct,
+    /// else by their SKUs: shops need option values to tell variants apart. Returns whether it
+    /// changed anything.
+    pub fn name_variants(&mut self) -> bool {
+        if !self.needs_variant_option() {
+            return false;
+        }
+        let titles: Vec<&str> =
+            self.variants.iter().filter_map(|variant| variant.title.as_deref().map(str::trim)).collect();
+        let distinct: std::collections::HashSet<&str> = titles.iter().copied().collect();
+        let use_titles = titles.len() == self.variants.len()
+            && distinct.len() == titles.len()
+            && titles.iter().all(|title| !title.is_empty());
+        let mut values = Vec::with_capacity(self.variants.len());
+        for variant in &mut self.variants {
+            let value = match &variant.title {
+                Some(title) if use_titles => title.trim().to_string(),
+                _ => variant.sku.trim().to_string(),
+            };
+            variant.options = vec![OptionValue { option: VARIANT_OPTION.into(), value: value.clone() }];
+            values.push(value);
+        }
+        self.options = vec![ProductOption { name: VARIANT_OPTION.into(), values }];
+        true
+    }
+}

@@ -20,8 +20,9 @@ use std::str::FromStr;
 
 /// The option Medusa needs on a product that has none in the canonical model.
 pub const DEFAULT_OPTION: &str = "Default";
-/// The option that tells apart several variants of a product without canonical options.
-pub const VARIANT_OPTION: &str = "Variant";
+/// The option that tells apart several variants of a product without canonical options (the
+/// model's name for it; Medusa's values are the SKUs).
+pub use erpsync_model::VARIANT_OPTION;
 
 fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("")

@@ -12,7 +12,7 @@ use erpsync_model::{
 };
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The text at `key`, when it is a non-empty string.
 pub fn text(value: &Value, key: &str) -> Option<String> {
@@ -199,38 +199,6 @@ const DEFAULT_OPTION: (&str, &str) = ("Title", "Default Title");
 /// fields, so a variant left out would be deleted), options, prices and SKUs. `variant_ids`
 /// are the ids of existing variants by SKU: they keep variants (and their stock) when a
 /// product is updated. `create` adds the handle derived from the code.
-/// The option Shopify tells variants apart by when the source has none (an ERP whose variants
-/// are separate articles, a file without option columns).
-pub const VARIANT_OPTION: &str = "Variant";
-
-/// A product with several variants and no options at all, given one option, `Variant`, whose
-/// values are the variants' titles when they are all present and distinct, else their SKUs.
-/// `None` when the product needs no such option.
-fn named_variants(product: &Product) -> Option<Product> {
-    let has_options = !product.options.is_empty() || product.variants.iter().any(|variant| !variant.options.is_empty());
-    if has_options || product.variants.len() < 2 {
-        return None;
-    }
-    let titles: Vec<&str> =
-        product.variants.iter().filter_map(|variant| variant.title.as_deref().map(str::trim)).collect();
-    let distinct: HashSet<&str> = titles.iter().copied().collect();
-    let use_titles = titles.len() == product.variants.len()
-        && distinct.len() == titles.len()
-        && titles.iter().all(|title| !title.is_empty());
-    let mut product = product.clone();
-    let mut values = Vec::with_capacity(product.variants.len());
-    for variant in &mut product.variants {
-        let value = match &variant.title {
-            Some(title) if use_titles => title.trim().to_string(),
-            _ => variant.sku.trim().to_string(),
-        };
-        variant.options = vec![OptionValue { option: VARIANT_OPTION.into(), value: value.clone() }];
-        values.push(value);
-    }
-    product.options = vec![ProductOption { name: VARIANT_OPTION.into(), values }];
-    Some(product)
-}
-
 pub fn product_set_input(
     product: &Product,
     variant_ids: &HashMap<String, String>,
@@ -239,13 +207,15 @@ pub fn product_set_input(
     if product.variants.is_empty() {
         return Err("variants: a product needs at least one variant".into());
     }
+    // Several variants without options get one (`Product::name_variants`), on a copy.
     let named;
-    let product = match named_variants(product) {
-        Some(with_option) => {
-            named = with_option;
-            &named
-        }
-        None => product,
+    let product = if product.needs_variant_option() {
+        let mut with_option = product.clone();
+        with_option.name_variants();
+        named = with_option;
+        &named
+    } else {
+        product
     };
     let mut options: Vec<ProductOption> = product.options.clone();
     if options.is_empty() {
@@ -262,7 +232,7 @@ pub fn product_set_input(
             }
         }
     }
-    // Only a single variant can be left without options here (see `named_variants`).
+    // Only a single variant can be left without options here (see `Product::name_variants`).
     let default_option = options.is_empty();
     if options.len() > 3 {
         return Err(format!("options: Shopify allows 3 options per product, this one has {}", options.len()));

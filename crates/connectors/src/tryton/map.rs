@@ -8,9 +8,8 @@
 use base64::Engine;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use erpsync_model::{
-    Currency, Document, DocumentKind, DocumentLine, FinancialStatus, FulfillmentStatus, Money, OptionValue, OrderLine,
-    OrderState, OrderStatusChange, OrderTotals, Pdf, Product, ProductOption, ProductStatus, Shipment, ShipmentLine,
-    Tracking, Variant,
+    Currency, Document, DocumentKind, DocumentLine, FinancialStatus, FulfillmentStatus, Money, OrderLine, OrderState,
+    OrderStatusChange, OrderTotals, Pdf, Product, ProductStatus, Shipment, ShipmentLine, Tracking, Variant,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -250,42 +249,9 @@ pub fn product_from_rows(template: &Value, variants: &[&Value], currency: Curren
         }
         product.variants.push(variant);
     }
-    name_variants(&mut product);
+    // Tryton without its attribute modules has no options, yet shops need one.
+    product.name_variants();
     product
-}
-
-/// The option that tells several variants apart. Tryton without its attribute modules has no
-/// options, yet shops need one (Shopify refuses variants without option values): each variant
-/// is named by its description ("Small", "Red / M"), or by its SKU when descriptions are
-/// missing or repeat.
-pub const VARIANT_OPTION: &str = "Variant";
-
-fn name_variants(product: &mut Product) {
-    if product.variants.len() < 2 {
-        return;
-    }
-    let descriptions: Vec<Option<String>> = product
-        .variants
-        .iter()
-        .map(|variant| variant.title.clone().map(|title| title.trim().to_string()).filter(|title| !title.is_empty()))
-        .collect();
-    let mut distinct: Vec<&String> = descriptions.iter().flatten().collect();
-    distinct.sort();
-    distinct.dedup();
-    let by_description = distinct.len() == product.variants.len();
-    let values: Vec<String> = product
-        .variants
-        .iter()
-        .zip(&descriptions)
-        .map(|(variant, description)| match description {
-            Some(description) if by_description => description.clone(),
-            _ => variant.sku.clone(),
-        })
-        .collect();
-    for (variant, value) in product.variants.iter_mut().zip(&values) {
-        variant.options = vec![OptionValue { option: VARIANT_OPTION.into(), value: value.clone() }];
-    }
-    product.options = vec![ProductOption { name: VARIANT_OPTION.into(), values }];
 }
 
 /// The canonical state of a `sale.sale` row.
