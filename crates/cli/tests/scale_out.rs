@@ -495,8 +495,11 @@ async fn workers_schedulers_and_a_receiver_on_postgres_and_nats_lose_and_duplica
                AND ra.started_at < rb.finished_at AND rb.started_at < ra.finished_at) AS pairs",
     );
     assert_eq!(overlapping, "0", "runs that touched one record at the same time");
-    // Not vacuous: jobs of different orders did run at the same time (so overlap would show),
-    // and every create and every update event ran as a job of its own.
+    // Not vacuous: jobs of different orders did run at the same time (so overlap would show).
+    // (An order's updates only move its updatedAt, which syncs as unchanged and is not logged:
+    // that two jobs about one order never overlap rests on their shared key, tested in
+    // crates/engine/tests/inbox.rs, and on the queues' per-key exclusivity, tested in
+    // crates/queue/tests/conformance.rs.)
     let parallel = psql(
         &database.url,
         "SELECT count(*) FROM runs a JOIN runs b ON a.id < b.id
@@ -504,11 +507,14 @@ async fn workers_schedulers_and_a_receiver_on_postgres_and_nats_lose_and_duplica
            AND b.finished_at IS NOT NULL AND a.started_at < b.finished_at AND b.started_at < a.finished_at",
     );
     assert!(parallel.parse::<u64>().unwrap() > 0, "no two order jobs ran at once: the overlap check proved nothing");
+    // Webhook records are batched per partition: fewer jobs than events.
     let order_runs: usize =
         psql(&database.url, "SELECT count(*) FROM runs WHERE flow = 'orders' AND triggered_by = 'webhook'")
             .parse()
             .unwrap();
-    assert!(order_runs > ORDERS, "{order_runs} order jobs for {ORDERS} orders: no update ran as a job of its own");
+    let events = ORDERS + (ROUNDS - 1) * (ORDERS / ROUNDS).div_ceil(3);
+    assert!(order_runs < events, "{order_runs} order jobs for {events} webhook events: records were not batched");
+    println!("{order_runs} webhook jobs for {events} webhook events");
 
     // Rolling restart: the workers drain and exit 0 on SIGTERM.
     for (index, worker) in workers.into_iter().enumerate() {

@@ -6,7 +6,7 @@ use crate::config::{Config, FlowConfig};
 use crate::flow::{self, FlowContext, ProgressFn, RunOptions, RunSummary};
 use crate::schedule::{Trigger, first_due};
 use crate::shutdown::Shutdown;
-use crate::work::{RunRequest, flow_key, record_key};
+use crate::work::{RunRequest, flow_key, record_partition, records_key};
 use chrono::{DateTime, Utc};
 use erpsync_connectors::{EventRef, Sink, Source, SourceRecord, WebhookReceiver};
 use erpsync_model::envelope;
@@ -476,9 +476,10 @@ impl Engine {
 
     /// Turns stored webhook deliveries into jobs of the flows that read from their system.
     ///
-    /// Deliveries whose connector tells which records they are about become one job per record
-    /// and flow, keyed by the record (`record:<system>:<entity>:<id>`), in delivery order: the
-    /// record is fetched by id in its current state, so an update that arrived before its
+    /// Deliveries whose connector tells which records they are about become jobs of the flows
+    /// that fetch those records by id: one job per flow and partition of records (see
+    /// [`record_partition`]), keyed `records:<system>:<entity>:<partition>`, with the ids in
+    /// delivery order. A record is fetched by id in its current state, so an update that arrived before its
     /// create, or twice, syncs the latest state. Above `engine.coalesce_above` records of one
     /// flow in one pass (a mass change), or when the connector cannot tell or cannot fetch by
     /// id, the flow pulls what changed since its checkpoint instead, in pages. The scheduler's
@@ -553,14 +554,18 @@ impl Engine {
                     self.publish_run(flow_key(&flow.name), &request, dedupe).await?;
                     continue;
                 }
+                // One job per partition of records, with its ids in delivery order.
+                let mut partitions: BTreeMap<u32, (Vec<String>, InboxId)> = BTreeMap::new();
                 for (inbox_id, id) in records {
-                    let request = RunRequest {
-                        ids: Some(vec![id.to_string()]),
-                        ..RunRequest::pull(&flow.name, "webhook", false)
-                    };
-                    let key = record_key(&system, &flow.entity.to_string(), id);
-                    let dedupe = format!("inbox:{}:{inbox_id}:{id}", flow.name);
-                    self.publish_run(key, &request, dedupe).await?;
+                    let (ids, last) = partitions.entry(record_partition(id)).or_default();
+                    ids.push(id.to_string());
+                    *last = (*last).max(inbox_id);
+                }
+                let entity = flow.entity.to_string();
+                for (partition, (ids, last)) in partitions {
+                    let request = RunRequest { ids: Some(ids), ..RunRequest::pull(&flow.name, "webhook", false) };
+                    let dedupe = format!("inbox:{}:{last}:p{partition}", flow.name);
+                    self.publish_run(records_key(&system, &entity, partition), &request, dedupe).await?;
                 }
             }
             for delivery in &deliveries {

@@ -69,9 +69,21 @@ pub fn flow_key(flow: &str) -> String {
     format!("flow:{flow}")
 }
 
-/// The key of a job about one record read from `system`.
-pub fn record_key(system: &str, entity: &str, id: &str) -> String {
-    format!("record:{system}:{entity}:{id}")
+/// How many partitions the records of one system and entity are spread over: webhook records
+/// of one partition are synced by one job at a time, in delivery order, and the partitions run
+/// in parallel.
+pub const RECORD_PARTITIONS: u32 = 32;
+
+/// The partition of the record `id` among [`RECORD_PARTITIONS`].
+pub fn record_partition(id: &str) -> u32 {
+    erpsync_queue::partition_of(id, RECORD_PARTITIONS)
+}
+
+/// The key of a job about records of `entity` read from `system` in `partition` (see
+/// [`record_partition`]): every job about one record has the same key, so the queue hands them
+/// out one at a time, in publish order.
+pub fn records_key(system: &str, entity: &str, partition: u32) -> String {
+    format!("records:{system}:{entity}:{partition}")
 }
 
 /// A run job's payload.
