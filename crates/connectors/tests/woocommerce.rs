@@ -748,6 +748,15 @@ async fn webhooks_are_subscribed_and_verified() {
     let unsigned: Vec<(String, String)> =
         headers.iter().filter(|(k, _)| k != "x-wc-webhook-signature").cloned().collect();
     assert!(h.connector.verify(&unsigned, body, chrono::Utc::now()).is_err());
+    // The same delivery sent again a day later is a replay: the product's date_modified_gmt in
+    // the signed body is beyond webhook_tolerance (24 hours by default).
+    let modified = h.connector.verify(headers, body, chrono::Utc::now()).unwrap().timestamp.expect("date_modified_gmt");
+    // (The harness starts the shop's clock ten minutes back.)
+    assert!((chrono::Utc::now() - modified).num_minutes().abs() <= 11, "{modified}");
+    assert!(h.connector.verify(headers, body, modified + chrono::Duration::hours(23)).is_ok());
+    let replay = h.connector.verify(headers, body, modified + chrono::Duration::hours(25)).unwrap_err();
+    assert_eq!(replay.kind, ErrorKind::Auth);
+    assert!(replay.message.contains("webhook_tolerance"), "{replay}");
     h.connector.remove(&subscription.id).await.unwrap();
     assert!(h.connector.list().await.unwrap().is_empty());
 }

@@ -344,6 +344,11 @@ pub struct WebhookConfig {
     /// are refused.
     #[serde(default)]
     pub timestamp_header: Option<String>,
+    /// For senders that sign no time of their own: dotted path of a time inside the (signed)
+    /// body, RFC 3339 or Unix seconds; deliveries whose time is further than `tolerance` from
+    /// now, or that lack it, are refused.
+    #[serde(default)]
+    pub timestamp_path: Option<String>,
     #[serde(default = "default_tolerance")]
     pub tolerance: String,
     /// Topic (the `topic_header` value) → entity the delivery is about: `"order.updated" =

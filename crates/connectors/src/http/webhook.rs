@@ -20,6 +20,7 @@ pub(crate) struct WebhookSettings {
     id_header: String,
     topic_header: Option<String>,
     timestamp_header: Option<String>,
+    timestamp_path: Option<String>,
     tolerance: Duration,
     topics: std::collections::BTreeMap<String, EntityKind>,
     record_id: String,
@@ -35,6 +36,7 @@ impl WebhookSettings {
             id_header: config.id_header.to_ascii_lowercase(),
             topic_header: config.topic_header.as_ref().map(|header| header.to_ascii_lowercase()),
             timestamp_header: config.timestamp_header.as_ref().map(|header| header.to_ascii_lowercase()),
+            timestamp_path: config.timestamp_path.clone(),
             tolerance: parse_duration(&config.tolerance)?,
             topics: config
                 .topics
@@ -87,12 +89,41 @@ impl WebhookSettings {
         mac.update(body);
         // `verify_slice` compares in constant time.
         mac.verify_slice(&given).map_err(|_| reject("the signature does not match the body".into()))?;
+        if let Some(path) = &self.timestamp_path {
+            let at = body_time(body, path).map_err(reject)?;
+            let age = (now - at).abs().to_std().unwrap_or(Duration::MAX);
+            if age > self.tolerance {
+                return Err(reject(format!(
+                    "the delivery's {path} is {}s from now, more than the tolerance of {}s",
+                    age.as_secs(),
+                    self.tolerance.as_secs()
+                )));
+            }
+            timestamp = timestamp.or(Some(at));
+        }
         let delivery_id = header(&self.id_header).ok_or_else(|| reject(format!("no {} header", self.id_header)))?;
         Ok(VerifiedDelivery {
             delivery_id: delivery_id.to_string(),
             topic: self.topic_header.as_ref().and_then(|name| header(name)).map(str::to_string),
             timestamp,
         })
+    }
+}
+
+/// The time at the dotted `path` of a signed body: RFC 3339 text or Unix seconds.
+fn body_time(body: &[u8], path: &str) -> Result<DateTime<Utc>, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| format!("the body is not JSON, so it has no {path}"))?;
+    match crate::http::map::get_path(&value, path) {
+        Some(serde_json::Value::String(text)) => DateTime::parse_from_rfc3339(text.trim())
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|_| format!("{path} is {text:?}, not an RFC 3339 time")),
+        Some(serde_json::Value::Number(number)) => number
+            .as_i64()
+            .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
+            .ok_or_else(|| format!("{path} is {number}, not a Unix time in seconds")),
+        Some(other) => Err(format!("{path} is {other}, not a time")),
+        None => Err(format!("the body has no {path}")),
     }
 }
 
@@ -160,8 +191,15 @@ mod tests {
     use crate::secret::SecretRef;
 
     fn settings(timestamp: bool, base64: bool) -> WebhookSettings {
-        let dir =
-            std::env::temp_dir().join(format!("erpsync-webhook-test-{}-{timestamp}-{base64}", std::process::id()));
+        settings_with(timestamp, base64, None)
+    }
+
+    fn settings_with(timestamp: bool, base64: bool, timestamp_path: Option<&str>) -> WebhookSettings {
+        let dir = std::env::temp_dir().join(format!(
+            "erpsync-webhook-test-{}-{timestamp}-{base64}-{}",
+            std::process::id(),
+            timestamp_path.is_some()
+        ));
         std::fs::write(&dir, "whsec").unwrap();
         let config = WebhookConfig {
             secret: SecretRef::File(dir.clone()),
@@ -171,6 +209,7 @@ mod tests {
             id_header: "X-Delivery-Id".into(),
             topic_header: Some("X-Topic".into()),
             timestamp_header: timestamp.then(|| "X-Timestamp".into()),
+            timestamp_path: timestamp_path.map(str::to_string),
             tolerance: "5m".into(),
             topics: [("product.updated".to_string(), "product".to_string())].into(),
             record_id: "data.id".into(),
@@ -224,6 +263,28 @@ mod tests {
         assert!(settings.verify(&replay, body, now).unwrap_err().to_string().contains("old"));
         let missing = headers(&[("X-Signature", &signed(&fresh)), ("X-Delivery-Id", "d")]);
         assert!(settings.verify(&missing, body, now).is_err());
+    }
+
+    #[test]
+    fn a_time_in_the_signed_body_bounds_replays_for_senders_without_a_timestamp_header() {
+        let settings = settings_with(false, false, Some("meta.sent_at"));
+        let now = Utc::now();
+        let verify = |body: String| {
+            let good = headers(&[("X-Signature", &sign(body.as_bytes(), false)), ("X-Delivery-Id", "d")]);
+            settings.verify(&good, body.as_bytes(), now)
+        };
+        let fresh = verify(format!(r#"{{"meta": {{"sent_at": "{}"}}}}"#, now.to_rfc3339())).unwrap();
+        assert_eq!(fresh.timestamp.map(|at| at.timestamp()), Some(now.timestamp()));
+        let seconds = verify(format!(r#"{{"meta": {{"sent_at": {}}}}}"#, now.timestamp() - 30)).unwrap();
+        assert_eq!(seconds.timestamp.map(|at| at.timestamp()), Some(now.timestamp() - 30));
+        let old = (now - chrono::Duration::minutes(10)).to_rfc3339();
+        let error = verify(format!(r#"{{"meta": {{"sent_at": "{old}"}}}}"#)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Auth);
+        assert!(error.message.contains("meta.sent_at is 600s from now"), "{error}");
+        let error = verify(r#"{"meta": {}}"#.to_string()).unwrap_err();
+        assert!(error.message.contains("no meta.sent_at"), "{error}");
+        let error = verify(r#"{"meta": {"sent_at": "yesterday"}}"#.to_string()).unwrap_err();
+        assert!(error.message.contains("not an RFC 3339 time"), "{error}");
     }
 
     #[test]

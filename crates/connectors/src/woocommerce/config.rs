@@ -30,6 +30,12 @@ pub struct WooConfig {
     /// refused and `erpsync webhooks register` cannot register any.
     #[serde(default)]
     pub webhook_secret: Option<SecretRef>,
+    /// Deliveries whose record was last modified longer ago than this (`date_modified_gmt` in
+    /// the signed body) are refused as replays. Generous by default: WooCommerce sends webhooks
+    /// from its action queue, which WP-Cron runs only when the site has visitors, and it disables
+    /// a webhook after 5 refused deliveries.
+    #[serde(default = "default_webhook_tolerance")]
+    pub webhook_tolerance: String,
     /// The shop's currency (WooCommerce has one per shop; product prices carry none).
     pub currency: String,
     /// Whether the shop's catalog prices include tax (WooCommerce's "prices entered with tax").
@@ -81,6 +87,9 @@ fn default_connect_timeout() -> String {
 fn default_overlap() -> String {
     "60s".into()
 }
+fn default_webhook_tolerance() -> String {
+    "24h".into()
+}
 fn default_true() -> bool {
     true
 }
@@ -96,6 +105,7 @@ pub struct Settings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub overlap: Duration,
+    pub webhook_tolerance: Duration,
 }
 
 impl WooConfig {
@@ -128,9 +138,12 @@ impl WooConfig {
         if self.per_page == 0 || self.per_page > 100 {
             push("per_page", "must be between 1 and 100 (WordPress refuses more)".into());
         }
-        for (field, value) in
-            [("timeout", &self.timeout), ("connect_timeout", &self.connect_timeout), ("overlap", &self.overlap)]
-        {
+        for (field, value) in [
+            ("timeout", &self.timeout),
+            ("connect_timeout", &self.connect_timeout),
+            ("overlap", &self.overlap),
+            ("webhook_tolerance", &self.webhook_tolerance),
+        ] {
             if let Err(message) = parse_duration(value) {
                 push(field, message);
             }
@@ -157,6 +170,7 @@ impl WooConfig {
             timeout: duration("timeout", &self.timeout)?,
             connect_timeout: duration("connect_timeout", &self.connect_timeout)?,
             overlap: duration("overlap", &self.overlap)?,
+            webhook_tolerance: duration("webhook_tolerance", &self.webhook_tolerance)?,
         })
     }
 }

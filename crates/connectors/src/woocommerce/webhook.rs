@@ -28,7 +28,7 @@ impl WebhookReceiver for WooConnector {
         &self,
         headers: &[(String, String)],
         body: &[u8],
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<VerifiedDelivery, ConnectorError> {
         let context = format!("verifying a webhook for woocommerce {:?}", self.system);
         let reject = |message: &str| ConnectorError::new(ErrorKind::Auth, &context, message);
@@ -57,13 +57,40 @@ impl WebhookReceiver for WooConnector {
         mac.verify_slice(&given).map_err(|_| reject("the signature does not match the body"))?;
         let delivery =
             header("x-wc-webhook-delivery-id").ok_or_else(|| reject("no X-WC-Webhook-Delivery-ID header"))?;
+        // WooCommerce signs no time of its own; the record's modification time in the signed
+        // body bounds replays. A body without one (a deletion names only the id) has no window.
+        let modified = modified_at(body);
+        if let Some(at) = modified {
+            let age = (now - at).abs().to_std().unwrap_or(std::time::Duration::MAX);
+            let tolerance = self.settings.webhook_tolerance;
+            if age > tolerance {
+                return Err(reject(&format!(
+                    "the record in the delivery was modified at {} ({}s from now), beyond the webhook_tolerance of {}s: refused as a replay",
+                    at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    age.as_secs(),
+                    tolerance.as_secs()
+                )));
+            }
+        }
         let digest = hex::encode(&Sha256::digest(body)[..8]);
         Ok(VerifiedDelivery {
             delivery_id: format!("{delivery}:{digest}"),
             topic: header("x-wc-webhook-topic").map(str::to_string),
-            timestamp: None,
+            timestamp: modified,
         })
     }
+}
+
+/// The `date_modified_gmt` of the record in a delivery body (WooCommerce's format,
+/// `2026-11-26T10:00:00`, UTC without an offset), when it has one.
+fn modified_at(body: &[u8]) -> Option<DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Modified {
+        date_modified_gmt: Option<String>,
+    }
+    let text = serde_json::from_slice::<Modified>(body).ok()?.date_modified_gmt?;
+    let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S").ok()?;
+    Some(naive.and_utc())
 }
 
 /// `Some(id)` when the body is exactly WooCommerce's creation ping.
