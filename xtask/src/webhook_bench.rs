@@ -136,7 +136,8 @@ pub fn bench(steady_seconds: u64, burst: usize) -> Result<()> {
         .arg("--data-dir")
         .arg(work.join("data"))
         .arg("serve")
-        .env("ERPSYNC_LOG", "warn")
+        // ERPSYNC_LOG passes through, to see where the time goes.
+        .env("ERPSYNC_LOG", std::env::var("ERPSYNC_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -359,6 +360,8 @@ async fn measure(
     let drained = burst_started.elapsed().as_secs_f64();
     let lost = placed.at.keys().filter(|number| !seen.arrived.contains_key(*number)).count();
     let in_odoo = odoo.with_state(|state| state.ids("sale.order").len());
+    // The shop's API budget (Plus: 1,000 points a second) bounds how fast orders can be read.
+    let counters = shop.counters();
     Ok(vec![
         ("steady_orders_placed", steady_count as f64, "orders"),
         ("steady_orders_arrived", steady_arrived as f64, "orders"),
@@ -374,5 +377,8 @@ async fn measure(
         ("duplicated", seen.duplicates as f64, "orders"),
         ("failed_webhook_deliveries", failed_deliveries as f64, "deliveries"),
         ("peak_rss", peak_rss_mib(pid), "MiB"),
+        ("shopify_calls", counters.calls as f64, "calls"),
+        ("shopify_actual_cost_per_order", counters.cost_actual as f64 / total.max(1) as f64, "points"),
+        ("shopify_throttled", counters.throttled as f64, "responses"),
     ])
 }
