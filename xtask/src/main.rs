@@ -99,6 +99,23 @@ fn main() -> Result<()> {
     }
 }
 
+/// Builds the release binary the benchmarks run, in a target folder of its own
+/// (`target/bench-build`): `cargo xtask` builds the workspace's dependencies with xtask's
+/// features, and a build of the binary alone in the same folder rebuilt a third of them on
+/// every benchmark, and xtask's again on the next one.
+fn release_binary(root: &Path) -> Result<PathBuf> {
+    let target = root.join("target/bench-build");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "erpsync-cli", "--target-dir"])
+        .arg(&target)
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("building the release binary failed");
+    }
+    Ok(target.join("release/erpsync"))
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
@@ -111,12 +128,7 @@ struct Measured {
 
 fn bench(sizes: &[usize]) -> Result<()> {
     let root = workspace_root();
-    let status =
-        Command::new(env!("CARGO")).args(["build", "--release", "-p", "erpsync-cli"]).current_dir(&root).status()?;
-    if !status.success() {
-        bail!("building the release binary failed");
-    }
-    let binary = root.join("target/release/erpsync");
+    let binary = release_binary(&root)?;
     let commit = git_commit(&root);
     let results_dir = root.join("target/bench");
     std::fs::create_dir_all(&results_dir)?;
@@ -153,12 +165,7 @@ fn bench(sizes: &[usize]) -> Result<()> {
 /// request), both served locally with no latency, through JSONata conversions both ways.
 fn bench_http(sizes: &[usize]) -> Result<()> {
     let root = workspace_root();
-    let status =
-        Command::new(env!("CARGO")).args(["build", "--release", "-p", "erpsync-cli"]).current_dir(&root).status()?;
-    if !status.success() {
-        bail!("building the release binary failed");
-    }
-    let binary = root.join("target/release/erpsync");
+    let binary = release_binary(&root)?;
     let commit = git_commit(&root);
     let results_dir = root.join("target/bench");
     std::fs::create_dir_all(&results_dir)?;

@@ -37,12 +37,7 @@ page_size = {page_size}
 
 pub fn bench(products: usize) -> Result<()> {
     let root = workspace_root();
-    let status =
-        Command::new(env!("CARGO")).args(["build", "--release", "-p", "erpsync-cli"]).current_dir(&root).status()?;
-    if !status.success() {
-        bail!("building the release binary failed");
-    }
-    let binary = root.join("target/release/erpsync");
+    let binary = crate::release_binary(&root)?;
     let commit = git_commit(&root);
     let results_dir = root.join("target/bench");
     std::fs::create_dir_all(&results_dir)?;

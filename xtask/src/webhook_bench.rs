@@ -52,12 +52,7 @@ target = "odoo"
 
 pub fn bench(steady_seconds: u64, burst: usize) -> Result<()> {
     let root = workspace_root();
-    let status =
-        Command::new(env!("CARGO")).args(["build", "--release", "-p", "erpsync-cli"]).current_dir(&root).status()?;
-    if !status.success() {
-        bail!("building the release binary failed");
-    }
-    let binary = root.join("target/release/erpsync");
+    let binary = crate::release_binary(&root)?;
     let commit = git_commit(&root);
     let results_dir = root.join("target/bench");
     std::fs::create_dir_all(&results_dir)?;

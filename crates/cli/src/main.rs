@@ -85,6 +85,10 @@ enum Command {
         /// `worker` (runs jobs), or `all` of them.
         #[arg(long, default_value = "all", value_parser = ["all", "worker", "scheduler", "receiver"])]
         role: String,
+        /// Also serve `/healthz`, `/readyz` and `/metrics` (plain HTTP) on this address, for
+        /// workers and schedulers, which serve no HTTP otherwise: `127.0.0.1:9464`.
+        #[arg(long, env = "ERPSYNC_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Try and test flows' mappings without touching any system.
     Mapping {
@@ -237,6 +241,14 @@ enum FailuresCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Jobs the queue gave up on: runs that failed as a whole on every delivery (`[queue]
+    /// max_deliveries`), oldest first, with their last error.
+    Jobs {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// mimalloc instead of the system allocator: erpsync builds and drops many small JSON values
@@ -370,9 +382,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Failures { action } => failures(&engine, action, &actor).await,
         Command::Token { action } => token::run(&engine, action, &actor).await,
-        Command::Serve { role } => {
+        Command::Serve { role, metrics_listen } => {
             let role = Role::parse(&role).expect("clap checks the role");
             let (trigger, listener) = shutdown::channel();
+            let ops = match metrics_listen {
+                Some(address) => {
+                    let socket = tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("listening on {address} (--metrics-listen)"))?;
+                    Some(tokio::spawn(erpsync_server::serve_ops(socket, engine.clone(), listener.clone())))
+                }
+                None => None,
+            };
             // The HTTP server (webhooks into the inbox, health) runs beside the scheduler and
             // the worker, and stops with them.
             let http = if role.runs_http() {
@@ -393,6 +414,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         anyhow::bail!("the HTTP server on {} failed: {error}", engine.config().server.listen)
                     }
                     Err(error) => anyhow::bail!("the HTTP server task failed: {error}"),
+                }
+            }
+            if let Some(ops) = ops {
+                match ops.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => anyhow::bail!("the health and metrics server failed: {error}"),
+                    Err(error) => anyhow::bail!("the health and metrics server task failed: {error}"),
                 }
             }
             served?;
@@ -484,6 +512,20 @@ async fn failures(engine: &Engine, action: FailuresCommand, actor: &str) -> Resu
             };
             let letters = store.list_dead_letters(&DeadLetterFilter { flow, status, limit }).await?;
             output::print_failures(&letters, json)?;
+            if !json {
+                let dead = engine.queue().dead(1000).await?;
+                if !dead.is_empty() {
+                    println!(
+                        "\n{} job(s) dead in the queue (whole runs, not records): erpsync failures jobs",
+                        dead.len()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FailuresCommand::Jobs { limit, json } => {
+            let dead = engine.queue().dead(limit).await?;
+            output::print_dead_jobs(&dead, json)?;
             Ok(ExitCode::SUCCESS)
         }
         FailuresCommand::Show { id, json } => {

@@ -171,6 +171,46 @@ pub fn print_failures(letters: &[DeadLetter], json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Dead queue jobs: each a run request (flow, trigger, records by id) the queue gave up on.
+pub fn print_dead_jobs(jobs: &[erpsync_queue::DeadJob], json: bool) -> Result<()> {
+    let flow_of = |job: &erpsync_queue::DeadJob| job.payload["flow"].as_str().unwrap_or("").to_string();
+    let what_of = |job: &erpsync_queue::DeadJob| match job.payload["ids"].as_array() {
+        Some(ids) => format!("{} record(s) by id", ids.len()),
+        None => format!("pull ({})", job.payload["trigger"].as_str().unwrap_or("?")),
+    };
+    if json {
+        let views: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                serde_json::json!({
+                    "id": job.id, "kind": job.kind, "key": job.key, "flow": flow_of(job),
+                    "payload": job.payload, "attempts": job.attempts, "error": job.error,
+                    "died_at": job.died_at,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        println!("no dead jobs");
+        return Ok(());
+    }
+    println!("{:>8} {:<20} {:<24} {:>8} {:<20} ERROR", "JOB", "FLOW", "WHAT", "ATTEMPTS", "DIED");
+    for job in jobs {
+        println!(
+            "{:>8} {:<20} {:<24} {:>8} {:<20} {}",
+            job.id,
+            flow_of(job),
+            what_of(job),
+            job.attempts,
+            job.died_at.format("%Y-%m-%d %H:%M:%S"),
+            job.error
+        );
+    }
+    Ok(())
+}
+
 pub fn print_failure(letter: &DeadLetter, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(letter)?);

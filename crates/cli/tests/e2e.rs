@@ -478,3 +478,110 @@ fn a_full_run_with_changes_never_overwrites_earlier_batches() {
     assert_eq!(latest.len(), 30, "records were lost from the target");
     assert_eq!(latest["P000001"]["variants"][0]["price"]["amount"], "12.01");
 }
+
+/// A plain HTTP GET of `path` on `address`: (status code, body); `None` while nothing listens.
+fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Scale-out processes that serve no HTTP (here a worker beside a scheduler on the embedded
+/// store) expose their health and their own metrics with `--metrics-listen`.
+#[test]
+fn a_worker_serves_its_health_and_metrics_with_metrics_listen() {
+    let setup = Setup::new(500);
+    let config = std::fs::read_to_string(setup.root.join("erpsync.toml")).unwrap();
+    let config = config.replace("page_size = 500\n", "page_size = 500\ninterval = \"1s\"\n");
+    std::fs::write(setup.root.join("erpsync.toml"), config).unwrap();
+    setup.write_catalog("products.csv", &catalog(20, 1, &[]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let mut scheduler =
+        setup.command(&["serve", "--role", "scheduler"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut worker = setup
+        .command(&["serve", "--role", "worker", "--metrics-listen", &address])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        assert!(std::time::Instant::now() < deadline, "the worker's /metrics never counted the synced records");
+        if let Some((200, body)) = http_get(&address, "/metrics")
+            && body.lines().any(|line| {
+                line.starts_with("erpsync_records_total{")
+                    && line.contains("flow=\"products\"")
+                    && line.contains("outcome=\"created\"")
+                    && line.ends_with(" 20")
+            })
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(metrics.contains("erpsync_runs_total"), "{metrics}");
+    assert_eq!(http_get(&address, "/healthz").map(|(status, _)| status), Some(200));
+    let (status, body) = http_get(&address, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("schema version"), "{body}");
+    // Only health and metrics: no webhooks, no admin API on this address.
+    assert_eq!(http_get(&address, "/api/v1/flows").map(|(status, _)| status), Some(404));
+
+    for child in [&mut worker, &mut scheduler] {
+        send_sigterm(child);
+        let status = wait_with_timeout(child, Duration::from_secs(30));
+        assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
+    }
+    assert!(http_get(&address, "/healthz").is_none(), "the metrics listener stops with the worker");
+}
+
+/// A run that fails as a whole on every delivery ends as a dead job of the queue, listed by
+/// `erpsync failures jobs` with its flow and last error, and pointed to by `failures list`.
+#[test]
+fn a_run_failing_on_every_delivery_is_listed_as_a_dead_job() {
+    let setup = Setup::new(500);
+    let config = std::fs::read_to_string(setup.root.join("erpsync.toml")).unwrap();
+    let config = config.replace("page_size = 500\n", "page_size = 500\ninterval = \"1s\"\n");
+    let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[queue]\nmax_deliveries = 1\n{config}");
+    std::fs::write(setup.root.join("erpsync.toml"), config).unwrap();
+    setup.write_catalog("products.csv", &catalog(5, 1, &[]));
+    let none: Value = serde_json::from_slice(&setup.run(&["failures", "jobs", "--json"]).stdout).unwrap();
+    assert_eq!(none, serde_json::json!([]));
+    let mut child = setup.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while target_state_while_writing(&setup.root.join("shop")).len() < 5 {
+        assert!(std::time::Instant::now() < deadline, "serve did not sync the catalog");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The ERP's export folder goes away: every pull of the flow now fails as a whole.
+    std::fs::rename(setup.root.join("erp"), setup.root.join("erp-gone")).unwrap();
+    let jobs = loop {
+        assert!(std::time::Instant::now() < deadline, "no dead job appeared");
+        let output = setup.run(&["failures", "jobs", "--json"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let jobs: Value = serde_json::from_slice(&output.stdout).unwrap();
+        if jobs.as_array().is_some_and(|jobs| !jobs.is_empty()) {
+            break jobs;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    send_sigterm(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(30)).success());
+    let job = &jobs[0];
+    assert_eq!(job["kind"], "run_flow", "{jobs}");
+    assert!(job["flow"] == "products" || job["flow"] == "stock", "{jobs}");
+    assert_eq!(job["attempts"], 1, "{jobs}");
+    assert!(!job["error"].as_str().unwrap().is_empty(), "{jobs}");
+    let table = String::from_utf8(setup.run(&["failures", "jobs"]).stdout).unwrap();
+    assert!(table.starts_with("     JOB FLOW"), "{table}");
+    let list = String::from_utf8(setup.run(&["failures", "list"]).stdout).unwrap();
+    assert!(list.contains("dead in the queue (whole runs, not records): erpsync failures jobs"), "{list}");
+}

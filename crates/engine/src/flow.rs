@@ -204,7 +204,9 @@ async fn run_pages(
     let mut read_ahead: Option<ReadAhead> = None;
     // A full run that reads to the end sees every record of the source: what is linked but
     // was not seen was deleted there.
-    let mut seen: Option<HashSet<String>> =
+    // Kept as 64-bit hashes of the source ids (8 bytes each, not the ids): a collision could
+    // only keep a deleted record, never delete a present one.
+    let mut seen: Option<HashSet<u64>> =
         (options.full && !options.dry_run && flow.on_delete != DeleteMode::Ignore).then(HashSet::new);
     loop {
         if shutdown.is_requested() {
@@ -229,7 +231,7 @@ async fn run_pages(
             ))));
         }
         if let Some(seen) = seen.as_mut() {
-            seen.extend(page.records.iter().map(|record| record.source_id.clone()));
+            seen.extend(page.records.iter().map(|record| id_hash(&record.source_id)));
         }
         let processed =
             process_page(ctx, run_id, page.records, Some(next_checkpoint.clone()), options.dry_run, shutdown).await;
@@ -984,14 +986,23 @@ async fn merge_with_target(
     Ok(())
 }
 
+/// The hash a full run keeps of each source id it saw (SipHash with fixed keys: the same in
+/// every run and process).
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Full reconciliation: archives or deletes in the target the records linked from the source
 /// that the source no longer has. Refuses when more than half of them would go (with at least
 /// ten linked): a source that returned too little (a wrong filter, an emptied export) must not
 /// empty a shop.
-async fn delete_missing(ctx: &FlowContext, run_id: RunId, seen: &HashSet<String>) -> Result<RunCounts, EngineError> {
+async fn delete_missing(ctx: &FlowContext, run_id: RunId, seen: &HashSet<u64>) -> Result<RunCounts, EngineError> {
     let flow = &ctx.flow;
     let linked = ctx.store.linked_records(flow.entity, &flow.source, &flow.target).await?;
-    let missing: Vec<_> = linked.iter().filter(|record| !seen.contains(&record.source_id)).collect();
+    let missing: Vec<_> = linked.iter().filter(|record| !seen.contains(&id_hash(&record.source_id))).collect();
     let mut counts = RunCounts::default();
     if missing.is_empty() {
         return Ok(counts);

@@ -50,6 +50,28 @@ pub fn router_with_openapi(engine: Arc<Engine>) -> (Router, utoipa::openapi::Ope
     (router, document)
 }
 
+/// Health and metrics alone (`/healthz`, `/readyz`, `/metrics`), for the processes that serve
+/// no HTTP otherwise: `serve --role worker|scheduler --metrics-listen ADDR`.
+pub fn ops_router(engine: Arc<Engine>) -> Router {
+    metrics::install();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::render))
+        .with_state(engine)
+}
+
+/// Serves [`ops_router`] over plain HTTP on `listener` until shutdown is requested.
+pub async fn serve_ops(
+    listener: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "Health and metrics listening.");
+    let stop = async move { shutdown.requested().await };
+    axum::serve(listener, ops_router(engine)).with_graceful_shutdown(stop).await
+}
+
 /// Binds `[server] listen`, so that a taken port fails `serve` at start, not later.
 pub async fn listen(engine: &Engine) -> std::io::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(engine.config().server.listen).await?;
