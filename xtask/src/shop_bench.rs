@@ -12,7 +12,6 @@ use crate::{Measured, git_commit, report, run, workspace_root};
 use anyhow::{Context, Result, bail};
 use erpsync_sim::{odoo, shopify};
 use std::path::Path;
-use std::process::Command;
 
 const CONFIG: &str = r#"
 [systems.odoo]
