@@ -953,4 +953,56 @@ mod tests {
         assert_eq!(span_text(2 * 86_400 + 4 * 3600), "2d 4h");
         assert_eq!(encode_query("job 4 & more"), "job%204%20%26%20more");
     }
+
+    fn status(circuit: Option<erpsync_engine::circuit::Circuit>) -> FlowStatus {
+        FlowStatus {
+            name: "orders".into(),
+            entity: "order".into(),
+            source: "shop".into(),
+            target: "erp".into(),
+            trigger: None,
+            enabled: true,
+            last_run: None,
+            lag_seconds: None,
+            open_failures: 2,
+            next_run: None,
+            next_reconcile: None,
+            paused: None,
+            circuit,
+        }
+    }
+
+    fn circuit(state: erpsync_engine::circuit::CircuitState, now: DateTime<Utc>) -> erpsync_engine::circuit::Circuit {
+        erpsync_engine::circuit::Circuit {
+            system: "erp".into(),
+            state,
+            failures: 3,
+            since: Some(now - chrono::Duration::minutes(4)),
+            error_kind: Some("unavailable".into()),
+            error: Some("connection refused".into()),
+            flow: Some("orders".into()),
+            probe_at: Some(now + chrono::Duration::seconds(20)),
+            flows: vec!["orders".into()],
+        }
+    }
+
+    /// The overview's badge: an open circuit holds the flow (it wins over waiting failures) and
+    /// says which system, since when, why and when it is probed; half-open is on trial.
+    #[test]
+    fn an_open_circuit_shows_the_flow_as_held_with_its_reason() {
+        use erpsync_engine::circuit::CircuitState;
+        let now = Utc::now();
+        let row = flow_row(status(Some(circuit(CircuitState::Open, now))), now);
+        assert_eq!(row.health, "held");
+        for part in
+            ["circuit of erp open", "4m", "after 3 failed run(s)", "unavailable: connection refused", "next probe"]
+        {
+            assert!(row.health_detail.contains(part), "{part:?} in {:?}", row.health_detail);
+        }
+        let row = flow_row(status(Some(circuit(CircuitState::HalfOpen, now))), now);
+        assert_eq!(row.health, "attention");
+        assert!(row.health_detail.starts_with("circuit of erp half-open"), "{}", row.health_detail);
+        let row = flow_row(status(None), now);
+        assert_eq!(row.health, "attention", "without a circuit the waiting failures show");
+    }
 }
