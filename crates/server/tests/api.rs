@@ -43,6 +43,9 @@ async fn setup(flow: &str, interval: Option<&str>) -> Setup {
     let trigger = interval.map(|every| format!("interval = \"{every}\"")).unwrap_or_default();
     let config = format!(
         r#"
+[queue]
+max_deliveries = 2
+
 [systems.erp]
 type = "files"
 path = "erp"
@@ -300,6 +303,42 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(audit[0]["action"], "token.revoke");
     assert_eq!(audit[1]["action"], "token.create");
     assert_eq!(audit[1]["actor"], "token:root");
+
+    // A job that failed on every delivery (`[queue] max_deliveries`, 2 here) is listed as a
+    // dead job, with its last error. (Its own kind, so that no run queued above is taken.)
+    assert_eq!(setup.get("/api/v1/jobs/dead").await, json!([]));
+    let queue = setup.engine.queue().clone();
+    let job = erpsync_queue::NewQueuedJob {
+        kind: "dead_test".into(),
+        // (Not `flow:products`: a run queued above and not taken holds that key.)
+        key: "flow:products-dead".into(),
+        dedupe_id: Some("api-test".into()),
+        payload: json!({"flow": "products", "trigger": "schedule", "full": false}),
+        not_before: None,
+    };
+    queue.publish(&job).await.unwrap();
+    let mut attempts = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the job never died");
+        // A nak hands the job back when the queue next reclaims leases (every second).
+        let Some(delivery) = queue.pull("test", &["dead_test"], 1, Duration::from_secs(60)).await.unwrap().pop() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        attempts += 1;
+        let nacked = queue.nak(&delivery, Duration::ZERO, "the ERP's folder is gone").await.unwrap();
+        if nacked == erpsync_queue::Nacked::Dead {
+            break;
+        }
+    }
+    assert_eq!(attempts, 2);
+    let dead = setup.get("/api/v1/jobs/dead?limit=5").await;
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    assert_eq!((dead[0]["flow"].as_str(), dead[0]["key"].as_str()), (Some("products"), Some("flow:products-dead")));
+    assert_eq!(dead[0]["attempts"], attempts, "{dead}");
+    assert_eq!(dead[0]["error"], "the ERP's folder is gone");
+    assert_eq!(dead[0]["payload"]["trigger"], "schedule");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 pub mod alerts;
 mod extract;
 mod handlers;
+pub mod jobs;
 pub mod views;
 
 use axum::Router;
@@ -44,6 +45,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "audit", description = "Who did what"),
         (name = "tokens", description = "Access tokens (admin)"),
         (name = "alerts", description = "Incidents of the alert rules and the messages sent"),
+        (name = "jobs", description = "Jobs the queue gave up on"),
     )
 )]
 struct ApiDoc;
@@ -84,6 +86,7 @@ pub fn router(engine: Arc<Engine>) -> (Router<Arc<Engine>>, OpenApiDocument) {
         .routes(routes!(handlers::list_tokens, handlers::create_token))
         .routes(routes!(handlers::revoke_token))
         .routes(routes!(alerts::list_alerts))
+        .routes(routes!(jobs::list_dead_jobs))
         .split_for_parts();
     let mut document = document;
     document_common_answers(&mut document);
