@@ -479,8 +479,8 @@ impl Engine {
     /// Deliveries whose connector tells which records they are about become jobs of the flows
     /// that fetch those records by id: one job per flow and partition of records (see
     /// [`record_partition`]), keyed `records:<system>:<entity>:<partition>`, with the ids in
-    /// delivery order. A record is fetched by id in its current state, so an update that arrived before its
-    /// create, or twice, syncs the latest state. Above `engine.coalesce_above` records of one
+    /// delivery order. A record is fetched by id in its current state, so an update that
+    /// arrived before its create, or twice, syncs the latest state. Above `engine.coalesce_above` records of one
     /// flow in one pass (a mass change), or when the connector cannot tell or cannot fetch by
     /// id, the flow pulls what changed since its checkpoint instead, in pages. The scheduler's
     /// leader alone calls this, so jobs are published in delivery order.
