@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::{Erpsync, Medusa, Tryton, tryton_decimal, unique};
+use common::{Erpsync, Medusa, Tryton, erp_shop_flows, tryton_decimal, unique};
 use serde_json::{Value, json};
 
-const FLOWS: &str = r#"
+const SHOP: &str = r#"
 [systems.shop]
 type = "medusa"
 url = "{shop}"
@@ -24,35 +24,6 @@ currency = "USD"
 region = "Americas"
 stock_locations = { main = "Main WH" }
 
-[flows.products]
-entity = "product"
-source = "erp"
-target = "shop"
-
-[flows.stock]
-entity = "stock_level"
-source = "erp"
-target = "shop"
-
-[flows.customers]
-entity = "customer"
-source = "shop"
-target = "erp"
-
-[flows.orders]
-entity = "order"
-source = "shop"
-target = "erp"
-
-[flows.shipments]
-entity = "shipment"
-source = "erp"
-target = "shop"
-
-[flows.invoices]
-entity = "document"
-source = "erp"
-target = "shop"
 "#;
 
 async fn variant(medusa: &Medusa, sku: &str) -> Value {
@@ -81,7 +52,7 @@ async fn stocked(medusa: &Medusa, sku: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tryton_and_medusa_every_flow_end_to_end() {
     let (tryton, medusa) = tokio::join!(Tryton::start(), Medusa::start(None));
-    let config = format!("{}{}", tryton.system("erp"), FLOWS.replace("{shop}", &medusa.url));
+    let config = format!("{}{}{}", tryton.system("erp"), SHOP.replace("{shop}", &medusa.url), erp_shop_flows(true));
     let erpsync = Erpsync::new(&config, &[("medusa-key", medusa.api_key.as_str())]);
 
     // Products: a template with two variants (one with its own price) and a simple product.

@@ -8,46 +8,17 @@
 
 mod common;
 
-use common::{Erpsync, Tryton, tryton_decimal, unique};
+use common::{Erpsync, Tryton, erp_shop_flows, tryton_decimal, unique};
 use erpsync_sim::shopify::{PlanLimits, SeedConfig, ShopifyConfig, ShopifySim};
 use serde_json::json;
 
-const FLOWS: &str = r#"
+const SHOP: &str = r#"
 [systems.shop]
 type = "shopify"
 url = "{shop}"
 access_token = { file = "shopify-token" }
 locations = { main = "{location}" }
 
-[flows.products]
-entity = "product"
-source = "erp"
-target = "shop"
-
-[flows.stock]
-entity = "stock_level"
-source = "erp"
-target = "shop"
-
-[flows.customers]
-entity = "customer"
-source = "shop"
-target = "erp"
-
-[flows.orders]
-entity = "order"
-source = "shop"
-target = "erp"
-
-[flows.shipments]
-entity = "shipment"
-source = "erp"
-target = "shop"
-
-[flows.invoices]
-entity = "document"
-source = "erp"
-target = "shop"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,9 +37,10 @@ async fn tryton_and_shopify_every_flow_end_to_end() {
     // without the location's name, which real Shopify gives.)
     let location = shop.with_state(|state| *state.locations.keys().next().unwrap());
     let config = format!(
-        "{}{}",
+        "{}{}{}",
         tryton.system("erp"),
-        FLOWS.replace("{shop}", &shop.base_url()).replace("{location}", &format!("gid://shopify/Location/{location}"))
+        SHOP.replace("{shop}", &shop.base_url()).replace("{location}", &format!("gid://shopify/Location/{location}")),
+        erp_shop_flows(true)
     );
     let erpsync = Erpsync::new(&config, &[("shopify-token", shop.access_token())]);
 

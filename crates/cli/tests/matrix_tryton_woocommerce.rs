@@ -9,11 +9,11 @@
 
 mod common;
 
-use common::{Erpsync, Tryton, tryton_decimal, unique};
+use common::{Erpsync, Tryton, erp_shop_flows, tryton_decimal, unique};
 use erpsync_sim::woocommerce::{SeedConfig, WooSim, WooSimConfig, server::Checkout};
 use serde_json::json;
 
-const FLOWS: &str = r#"
+const SHOP: &str = r#"
 [systems.shop]
 type = "woocommerce"
 url = "{shop}"
@@ -21,30 +21,6 @@ consumer_key = { file = "woo-key" }
 consumer_secret = { file = "woo-secret" }
 currency = "USD"
 
-[flows.products]
-entity = "product"
-source = "erp"
-target = "shop"
-
-[flows.stock]
-entity = "stock_level"
-source = "erp"
-target = "shop"
-
-[flows.customers]
-entity = "customer"
-source = "shop"
-target = "erp"
-
-[flows.orders]
-entity = "order"
-source = "shop"
-target = "erp"
-
-[flows.shipments]
-entity = "shipment"
-source = "erp"
-target = "shop"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +41,8 @@ async fn tryton_and_woocommerce_every_flow_end_to_end() {
     .await
     .unwrap();
     let key = shop.key().clone();
-    let config = format!("{}{}", tryton.system("erp"), FLOWS.replace("{shop}", &shop.base_url()));
+    let config =
+        format!("{}{}{}", tryton.system("erp"), SHOP.replace("{shop}", &shop.base_url()), erp_shop_flows(false));
     let erpsync =
         Erpsync::new(&config, &[("woo-key", key.consumer_key.as_str()), ("woo-secret", key.consumer_secret.as_str())]);
 

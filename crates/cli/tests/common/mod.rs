@@ -14,6 +14,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Instant;
 
+/// The flows every Tryton matrix test runs between the ERP system `erp` and the shop system
+/// `shop`: catalog and stock to the shop, customers and orders to the ERP, shipments back;
+/// `with_invoices` adds posted invoices to the shop as order documents.
+pub fn erp_shop_flows(with_invoices: bool) -> String {
+    let mut flows = String::new();
+    let mut flow = |name: &str, entity: &str, source: &str, target: &str| {
+        flows.push_str(&format!(
+            "\n[flows.{name}]\nentity = \"{entity}\"\nsource = \"{source}\"\ntarget = \"{target}\"\n"
+        ));
+    };
+    flow("products", "product", "erp", "shop");
+    flow("stock", "stock_level", "erp", "shop");
+    flow("customers", "customer", "shop", "erp");
+    flow("orders", "order", "shop", "erp");
+    flow("shipments", "shipment", "erp", "shop");
+    if with_invoices {
+        flow("invoices", "document", "erp", "shop");
+    }
+    flows
+}
+
 /// A server started by one of the `tools/*/ensure.py serve` scripts. The script stops the
 /// server when its standard input closes, which happens when this is dropped or the test
 /// process ends for any reason.
