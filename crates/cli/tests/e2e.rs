@@ -3,6 +3,8 @@
 //! that become dead letters, and `kill -9` at different points that still gives exactly the
 //! target state of an uninterrupted run.
 
+mod common;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -479,14 +481,9 @@ fn a_full_run_with_changes_never_overwrites_earlier_batches() {
     assert_eq!(latest["P000001"]["variants"][0]["price"]["amount"], "12.01");
 }
 
-/// A plain HTTP GET of `path` on `address`: (status code, body); `None` while nothing listens.
+/// A GET of `path` on `address`: (status code, body); `None` while nothing listens.
 fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    let response = common::raw_http(address, "GET", path, &[], b"")?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
     Some((status, body))

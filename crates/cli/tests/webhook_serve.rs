@@ -1,12 +1,12 @@
 //! `erpsync serve` end to end with webhooks: a signed delivery to `/webhooks/<system>` is stored,
 //! and triggers a run of the flows reading from that system, which fetches what changed.
 
+mod common;
+
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,23 +19,6 @@ impl Drop for Serve {
         self.0.kill().ok();
         self.0.wait().ok();
     }
-}
-
-fn http(address: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Option<String> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    stream.write_all(body).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
 }
 
 fn signature(body: &[u8]) -> String {
@@ -125,7 +108,7 @@ target = "shop"
     let shop = dir.path().join("shop");
     tokio::task::spawn_blocking(move || {
         wait_for("the server", || {
-            http(&address, "GET", "/healthz", &[], b"").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            common::raw_http(&address, "GET", "/healthz", &[], b"").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
         });
         // Nothing is scheduled: without a webhook nothing syncs.
         std::thread::sleep(Duration::from_millis(600));
@@ -133,7 +116,7 @@ target = "shop"
 
         let body = br#"{"event": "product.updated", "id": 1}"#;
         let post = |delivery: &str| {
-            http(
+            common::raw_http(
                 &address,
                 "POST",
                 "/webhooks/api",
@@ -142,7 +125,7 @@ target = "shop"
             )
             .unwrap()
         };
-        let forged = http(
+        let forged = common::raw_http(
             &address,
             "POST",
             "/webhooks/api",
@@ -250,11 +233,11 @@ target = "shop"
     let shop = dir.path().join("shop");
     tokio::task::spawn_blocking(move || {
         wait_for("the server", || {
-            http(&address, "GET", "/healthz", &[], b"").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            common::raw_http(&address, "GET", "/healthz", &[], b"").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
         });
         let post = |delivery: &str, id: u64| {
             let body = format!(r#"{{"id": {id}}}"#).into_bytes();
-            http(
+            common::raw_http(
                 &address,
                 "POST",
                 "/webhooks/api",

@@ -1,6 +1,7 @@
-//! Shared parts of the matrix tests (`matrix_*.rs`): the real Tryton and Medusa servers started
-//! by `tools/*/ensure.py serve`, small independent clients to read and change their state the
-//! way a person or a storefront would, and the `erpsync` binary run on a configuration file.
+//! Shared parts of the cli tests: the real Tryton and Medusa servers of the matrix tests
+//! (`matrix_*.rs`) started by `tools/*/ensure.py serve`, small independent clients to read and
+//! change their state the way a person or a storefront would, the `erpsync` binary run on a
+//! configuration file, the flows the matrix runs, and a raw HTTP client for `serve`.
 //!
 //! A server that cannot be installed or started fails the test with the script's message
 //! (printed above on stderr): these tests are never skipped.
@@ -13,6 +14,26 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Instant;
+
+/// A raw HTTP/1.1 request with `Connection: close`: the whole response (status line, headers
+/// and body), or `None` while nothing listens at `address`.
+pub fn raw_http(address: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
 
 /// The flows every Tryton matrix test runs between the ERP system `erp` and the shop system
 /// `shop`: catalog and stock to the shop, customers and orders to the ERP, shipments back;
