@@ -510,9 +510,14 @@ fn a_worker_serves_its_health_and_metrics_with_metrics_listen() {
         .unwrap();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
     let metrics = loop {
-        assert!(std::time::Instant::now() < deadline, "the worker's /metrics never counted the synced records");
-        if let Some((200, body)) = http_get(&address, "/metrics")
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker's /metrics never counted the synced records; its last answer: {last:?}"
+        );
+        last = http_get(&address, "/metrics");
+        if let Some((200, body)) = &last
             && body.lines().any(|line| {
                 line.starts_with("erpsync_records_total{")
                     && line.contains("flow=\"products\"")
@@ -520,7 +525,7 @@ fn a_worker_serves_its_health_and_metrics_with_metrics_listen() {
                     && line.ends_with(" 20")
             })
         {
-            break body;
+            break body.clone();
         }
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -69,6 +69,14 @@ impl SqliteStore {
                 .await
                 .map_err(|error| StoreError::Open { location: location.clone(), source: sqlx::Error::Io(error) })?;
         }
+        // Processes started together (a scheduler and a worker on one data directory) would
+        // race to switch a new file to WAL and to apply the same migrations: SQLite answers the
+        // loser "database is locked" without waiting. An exclusive lock on a file beside the
+        // database makes opening and migrating one process at a time; it is released when
+        // `_opening` is dropped at the end of this function.
+        let _opening = lock_for_opening(path)
+            .await
+            .map_err(|error| StoreError::Open { location: location.clone(), source: sqlx::Error::Io(error) })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -247,6 +255,21 @@ static READ_EXISTING: BatchSql = BatchSql::new(
         OR (e.origin IS NOT NULL AND s.last_origin IS NOT e.origin)",
     8,
 );
+
+/// Takes an exclusive lock on `<database>-open.lock`, waiting for another process that holds
+/// it; the lock lasts as long as the returned file is open.
+async fn lock_for_opening(database: &Path) -> std::io::Result<std::fs::File> {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-open.lock");
+    let path = std::path::PathBuf::from(name);
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
 
 #[async_trait]
 impl Store for SqliteStore {

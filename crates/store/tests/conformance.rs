@@ -193,6 +193,26 @@ async fn sqlite_store_survives_reopening() {
     assert_eq!(journal_mode, "wal");
 }
 
+/// Processes started together on one data directory (a scheduler and a worker) open a new
+/// database at the same moment: every one of them opens it, none gets "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_stores_opened_at_once_on_a_new_file_all_open() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("erpsync.db");
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { SqliteStore::open(&path).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open.await.unwrap().expect("every concurrent open succeeds");
+            assert_eq!(store.schema_version().await.unwrap(), latest_schema_version());
+        }
+    }
+}
+
 // --- builders ----------------------------------------------------------------------------------
 
 /// A fixed time, `offset_seconds` after 2025-03-01T10:00:00.123456Z (microsecond precision, as
