@@ -296,3 +296,47 @@ async fn a_lost_webhook_is_found_by_reconciliation() {
     all.extend(delivered);
     setup.expect_each_once(&all, Duration::from_secs(90)).await;
 }
+
+/// New orders are taken from their webhook bodies, which cost the shop's API nothing: none is
+/// read by id. An update of an order already in Odoo is fetched (a body may be older than
+/// what was synced), and the order stays in Odoo once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_orders_come_from_their_webhook_bodies_and_updates_are_fetched() {
+    let setup = setup("reconcile = \"off\"").await;
+    let _serve = setup.serve().await;
+    let calls = |setup: &Setup, root: &str| setup.shop.counters().operations.get(root).copied().unwrap_or(0);
+    let (nodes_before, pulls_before) = (calls(&setup, "nodes"), calls(&setup, "orders"));
+    let placed = setup.place(20).await;
+    setup.expect_each_once(&placed, Duration::from_secs(30)).await;
+    let reads = |setup: &Setup| calls(setup, "nodes") - nodes_before;
+    assert_eq!(reads(&setup), 0, "new orders were read by id: {:?}", setup.shop.counters().operations);
+    assert_eq!(calls(&setup, "orders"), pulls_before, "and not pulled either");
+
+    // Three of them change in the shop: their orders/updated bodies are not taken, the orders
+    // are fetched in their current state.
+    let gids: Vec<String> = setup.shop.with_state(|state| {
+        let numbers: Vec<u64> = placed[..3].iter().map(|number| number[1..].parse().unwrap()).collect();
+        state
+            .orders
+            .values()
+            .filter(|order| numbers.contains(&order.number))
+            .map(|order| format!("gid://shopify/Order/{}", order.id))
+            .collect()
+    });
+    assert_eq!(gids.len(), 3);
+    setup.shop.advance_clock(Duration::from_secs(5));
+    let response = setup
+        .client
+        .post(format!("{}/_sim/orders", setup.shop.base_url()))
+        .json(&serde_json::json!({ "update": gids }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reads(&setup) == 0 {
+        assert!(Instant::now() < deadline, "the updated orders were never fetched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    setup.expect_each_once(&placed, Duration::from_secs(10)).await;
+}

@@ -197,6 +197,15 @@ pub trait WebhookReceiver: Send + Sync {
     fn decode(&self, _topic: &str, _body: &[u8]) -> Result<Option<Vec<EventRef>>, ConnectorError> {
         Ok(None)
     }
+
+    /// The record of `entity` that a verified delivery's body carries whole: the same source
+    /// id and the same content a read of the source would give at that moment. The engine
+    /// takes it instead of fetching a record that it has not synced yet, which costs the
+    /// source nothing. `None` when the body is not a complete record of `entity` (an id-only
+    /// event, a delete, another topic, a body that does not convert).
+    fn body_record(&self, _entity: EntityKind, _topic: &str, _body: &[u8]) -> Option<SourceRecord> {
+        None
+    }
 }
 
 /// One webhook subscription registered in a system.

@@ -18,7 +18,7 @@ use erpsync_store::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, FlowPause, InboxId, JobState, NewAuditEntry, NewRun,
     RecordIdentity, RecordLogEntry, Run, RunStatus, Store, StoreUrl,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -334,7 +334,10 @@ impl Engine {
             self.interrupt_stale_runs(&ctx.flow.name).await?;
         }
         let result = match (&request.ids, &request.dead_letters) {
-            (Some(ids), _) => flow::run_records(ctx, ids, &run_options, stop).await,
+            (Some(ids), _) => {
+                let bodies = request.bodies.as_ref().map(decode_bodies).unwrap_or_default();
+                flow::run_records(ctx, ids, bodies, &run_options, stop).await
+            }
             (None, Some(letters)) => {
                 let records = self.take_up_letters(letters).await?;
                 flow::run_given(ctx, records, &run_options, stop).await
@@ -536,13 +539,19 @@ impl Engine {
                 }
             }
             let last_delivery = deliveries.iter().map(|delivery| delivery.id).max().unwrap_or_default();
+            let by_id: HashMap<InboxId, &erpsync_store::InboxDelivery> =
+                deliveries.iter().map(|delivery| (delivery.id, delivery)).collect();
             for flow in flows {
                 let mut records: Vec<(InboxId, &str)> = Vec::new();
-                let mut seen = HashSet::new();
+                // How many deliveries of this batch name each record: a record named once can
+                // be taken from its body; of several bodies none is known to be the newest.
+                let mut named: HashMap<&str, usize> = HashMap::new();
                 for (inbox_id, event) in events.iter().filter(|(_, event)| event.entity == flow.entity) {
-                    if seen.insert(event.id.as_str()) {
+                    let count = named.entry(event.id.as_str()).or_default();
+                    if *count == 0 {
                         records.push((*inbox_id, event.id.as_str()));
                     }
+                    *count += 1;
                 }
                 if !pull && records.is_empty() {
                     continue;
@@ -554,16 +563,31 @@ impl Engine {
                     self.publish_run(flow_key(&flow.name), &request, dedupe).await?;
                     continue;
                 }
-                // One job per partition of records, with its ids in delivery order.
-                let mut partitions: BTreeMap<u32, (Vec<String>, InboxId)> = BTreeMap::new();
+                // One job per partition of records, with its ids in delivery order and the
+                // records whose bodies carry them whole.
+                let mut partitions: BTreeMap<u32, Partition> = BTreeMap::new();
                 for (inbox_id, id) in records {
-                    let (ids, last) = partitions.entry(record_partition(id)).or_default();
-                    ids.push(id.to_string());
-                    *last = (*last).max(inbox_id);
+                    let partition = partitions.entry(record_partition(id)).or_default();
+                    partition.ids.push(id.to_string());
+                    partition.last = partition.last.max(inbox_id);
+                    let delivery = by_id[&inbox_id];
+                    if named[id] == 1
+                        && partition.body_bytes < MAX_BODY_BYTES_PER_JOB
+                        && let Some(receiver) = &receiver
+                        && let Some(record) = receiver.body_record(flow.entity, &delivery.topic, &delivery.body)
+                        && record.source_id == id
+                        && let Ok(content) = &record.content
+                    {
+                        let value = envelope::to_value(content);
+                        partition.body_bytes += value.to_string().len();
+                        partition.bodies.insert(id.to_string(), value);
+                    }
                 }
                 let entity = flow.entity.to_string();
-                for (partition, (ids, last)) in partitions {
-                    let request = RunRequest { ids: Some(ids), ..RunRequest::pull(&flow.name, "webhook", false) };
+                for (partition, Partition { ids, last, bodies, .. }) in partitions {
+                    let bodies = (!bodies.is_empty()).then_some(bodies);
+                    let request =
+                        RunRequest { ids: Some(ids), bodies, ..RunRequest::pull(&flow.name, "webhook", false) };
                     let dedupe = format!("inbox:{}:{last}:p{partition}", flow.name);
                     self.publish_run(records_key(&system, &entity, partition), &request, dedupe).await?;
                 }
@@ -786,4 +810,30 @@ mod tests {
         assert!(WorkerId::is_dead_local(&dead));
         assert!(!WorkerId::is_dead_local("other-host:1:0000"));
     }
+}
+
+/// The records of one partition of an inbox batch, for one job.
+#[derive(Default)]
+struct Partition {
+    ids: Vec<String>,
+    /// The newest delivery that named one of them.
+    last: InboxId,
+    bodies: BTreeMap<String, serde_json::Value>,
+    body_bytes: usize,
+}
+
+/// Records taken from webhook bodies per job, at most (serialized): the rest are fetched. Keeps
+/// a job well under the queue's message size (1 MiB by default on NATS).
+const MAX_BODY_BYTES_PER_JOB: usize = 256 * 1024;
+
+/// The records of a job's `bodies`; one that does not decode (written by a newer version) is
+/// left out, and so fetched.
+fn decode_bodies(bodies: &BTreeMap<String, serde_json::Value>) -> HashMap<String, erpsync_model::Record> {
+    bodies
+        .iter()
+        .filter_map(|(id, value)| {
+            let bytes = serde_json::to_vec(value).ok()?;
+            envelope::from_slice(&bytes).ok().map(|record| (id.clone(), record))
+        })
+        .collect()
 }

@@ -72,13 +72,18 @@ pub async fn run_flow(
 /// Runs a flow over the named source records only, read by id in their current state (the
 /// records webhook events were about); the checkpoint does not move. A record the source no
 /// longer has is skipped (a full reconciliation handles deletes).
+///
+/// `bodies` are records of `ids` that webhook bodies carried whole: one the flow has never
+/// synced (no link from this source) is taken as it is, every other is fetched (a body may be
+/// older than what was synced: deliveries arrive unordered).
 pub async fn run_records(
     ctx: &FlowContext,
     ids: &[String],
+    bodies: HashMap<String, Record>,
     options: &RunOptions,
     shutdown: &Shutdown,
 ) -> Result<RunSummary, EngineError> {
-    run(ctx, options, Input::Ids(ids), shutdown, &|_| {}).await
+    run(ctx, options, Input::Ids(ids, bodies), shutdown, &|_| {}).await
 }
 
 /// Runs a flow over records already in hand (dead letters taken up again), in pages; the
@@ -96,8 +101,8 @@ pub async fn run_given(
 enum Input<'a> {
     /// Pages from the checkpoint (or the start, for a full run).
     Pages,
-    /// These source ids, fetched in their current state.
-    Ids(&'a [String]),
+    /// These source ids, fetched in their current state, or taken from the webhook bodies.
+    Ids(&'a [String], HashMap<String, Record>),
     Records(Vec<SourceRecord>),
 }
 
@@ -124,7 +129,7 @@ async fn run(
 
     let result = match input {
         Input::Pages => run_pages(ctx, run_id, options, shutdown, progress).await,
-        Input::Ids(ids) => run_ids(ctx, run_id, ids, options, shutdown).await,
+        Input::Ids(ids, bodies) => run_ids(ctx, run_id, ids, bodies, options, shutdown).await,
         Input::Records(records) => run_in_pages(ctx, run_id, records, options, shutdown).await,
     };
     let (status, counts, pages, error) = match result {
@@ -263,6 +268,7 @@ async fn run_ids(
     ctx: &FlowContext,
     run_id: RunId,
     ids: &[String],
+    mut bodies: HashMap<String, Record>,
     options: &RunOptions,
     shutdown: &Shutdown,
 ) -> PagesResult {
@@ -273,9 +279,17 @@ async fn run_ids(
         if shutdown.is_requested() {
             return Ok((counts, pages, true));
         }
+        let given = match take_unsynced_bodies(ctx, chunk, &mut bodies).await {
+            Ok(given) => given,
+            Err(error) => return Err((error, counts, pages)),
+        };
+        let to_fetch: Vec<String> = chunk.iter().filter(|id| !given.contains_key(*id)).cloned().collect();
         let mut attempt = 0;
         let fetched = loop {
-            match ctx.source.fetch(flow.entity, chunk).await {
+            if to_fetch.is_empty() {
+                break Vec::new();
+            }
+            match ctx.source.fetch(flow.entity, &to_fetch).await {
                 Ok(found) => break found,
                 Err(error) if error.retryable && attempt + 1 < flow.retry.max_attempts => {
                     let delay = flow.retry.delay_for(attempt, &error);
@@ -291,7 +305,9 @@ async fn run_ids(
         if missing > 0 {
             tracing::info!(flow = %flow.name, missing, "Records named by events are gone from the source; skipped.");
         }
-        let records: Vec<SourceRecord> = fetched.into_iter().flatten().collect();
+        let mut given = given;
+        let mut records: Vec<SourceRecord> = chunk.iter().filter_map(|id| given.remove(id)).collect();
+        records.extend(fetched.into_iter().flatten());
         match process_page(ctx, run_id, records, None, options.dry_run, shutdown).await {
             Ok(page_counts) => {
                 add_counts(&mut counts, &page_counts);
@@ -301,6 +317,41 @@ async fn run_ids(
         }
     }
     Ok((counts, pages, false))
+}
+
+/// The records of `chunk` given in `bodies` that the flow never synced (no link from its
+/// source to its target), as source records; the others stay to be fetched.
+async fn take_unsynced_bodies(
+    ctx: &FlowContext,
+    chunk: &[String],
+    bodies: &mut HashMap<String, Record>,
+) -> Result<HashMap<String, SourceRecord>, EngineError> {
+    let with_body: Vec<&String> = chunk.iter().filter(|id| bodies.contains_key(*id)).collect();
+    if with_body.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let flow = &ctx.flow;
+    let query = LinkQuery {
+        entity: flow.entity,
+        source_system: &flow.source,
+        target_system: &flow.target,
+        items: with_body.iter().map(|id| LinkQueryItem { source_id: id, natural_key: None }).collect(),
+    };
+    let states = ctx.store.lookup_links(&query).await?;
+    let mut given = HashMap::new();
+    for (id, state) in with_body.into_iter().zip(states) {
+        let Some(record) = bodies.remove(id) else { continue };
+        if state.target_id.is_none() && state.target_hash.is_none() {
+            let source_record = SourceRecord {
+                source_id: id.clone(),
+                origin: Some(format!("webhook body of {id}")),
+                origin_group: None,
+                content: Ok(record),
+            };
+            given.insert(id.clone(), source_record);
+        }
+    }
+    Ok(given)
 }
 
 async fn run_in_pages(

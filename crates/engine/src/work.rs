@@ -17,6 +17,7 @@ use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
 use erpsync_queue::{Delivery, LockGuard, LockMode, NewQueuedJob, Published, QueueError};
 use erpsync_store::RunStatus;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -96,6 +97,10 @@ pub(crate) struct RunRequest {
     /// The records of webhook events: fetched by id. Such a job holds its flow's lock shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ids: Option<Vec<String>>,
+    /// Records of `ids` that the webhook bodies carried whole, by id, in the versioned
+    /// serialized form: taken instead of a fetch while the record was never synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<BTreeMap<String, serde_json::Value>>,
     /// Waiting dead letters taken up again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<Vec<i64>>,

@@ -503,19 +503,16 @@ pub fn order(node: &Value) -> Result<Order, String> {
             tax_lines: tax_lines(line.get("taxLines")),
         })
         .collect();
-    let payments = nodes(node.get("transactions"))
-        .into_iter()
-        .filter(|transaction| {
-            matches!(transaction.get("kind").and_then(Value::as_str), Some("SALE" | "CAPTURE" | "AUTHORIZATION"))
-                && transaction.get("status").and_then(Value::as_str) == Some("SUCCESS")
-        })
-        .map(|transaction| Payment {
-            gateway: text(transaction, "gateway").unwrap_or_default(),
-            method: text(transaction, "kind").map(|kind| kind.to_lowercase()),
-            amount: shop_amount(transaction, "amountSet"),
-            reference: text(transaction, "id"),
-        })
-        .collect();
+    // What was paid, and through which gateways: the same from a read and from a webhook
+    // body (which carries no transactions), so a record taken from a body and the same record
+    // read later hash alike.
+    let gateways = strings(node.get("paymentGatewayNames"));
+    let received = shop_amount(node, "totalPriceSet") - shop_amount(node, "totalOutstandingSet");
+    let payments = if gateways.is_empty() || received <= Decimal::ZERO {
+        Vec::new()
+    } else {
+        vec![Payment { gateway: gateways.join(", "), method: None, amount: received, reference: None }]
+    };
     let customer = node.get("customer").filter(|customer| customer.is_object());
     let party = OrderParty {
         email: text(node, "email").or_else(|| customer.and_then(|customer| text(customer, "email"))),
@@ -574,6 +571,145 @@ pub fn order(node: &Value) -> Result<Order, String> {
         sales_channel: text(node, "sourceName"),
         extra,
     })
+}
+
+/// An order as REST-shaped webhook bodies carry it (`orders/create`, `orders/updated`, …) as a
+/// canonical order: the same record [`order`] makes of the GraphQL read of that order.
+pub fn order_from_rest(body: &Value) -> Result<Order, String> {
+    order(&rest_order_node(body)?)
+}
+
+/// A REST order body in the shape of the GraphQL order node `source::ORDER_FIELDS` reads, so
+/// one conversion serves both.
+fn rest_order_node(body: &Value) -> Result<Value, String> {
+    let gid = |value: &Value, kind: &str| -> Option<String> {
+        text(value, "admin_graphql_api_id")
+            .or_else(|| value.get("id").and_then(Value::as_u64).map(|id| format!("gid://shopify/{kind}/{id}")))
+    };
+    let id = gid(body, "Order").ok_or("the order has neither admin_graphql_api_id nor a numeric id")?;
+    let money = |value: &Value, set: &str, plain: &str| -> Value {
+        let amount = at(value, &format!("{set}.shop_money.amount")).or_else(|| value.get(plain)).cloned();
+        json!({ "shopMoney": { "amount": amount.unwrap_or(Value::Null) } })
+    };
+    let taxes = |value: &Value| -> Value {
+        Value::Array(
+            nodes(value.get("tax_lines"))
+                .into_iter()
+                .map(|line| {
+                    json!({
+                        "title": line.get("title"),
+                        "rate": line.get("rate"),
+                        "priceSet": money(line, "price_set", "price"),
+                    })
+                })
+                .collect(),
+        )
+    };
+    let address = |value: Option<&Value>| -> Value {
+        match value.filter(|value| value.is_object()) {
+            Some(address) => json!({
+                "firstName": address.get("first_name"),
+                "lastName": address.get("last_name"),
+                "company": address.get("company"),
+                "address1": address.get("address1"),
+                "address2": address.get("address2"),
+                "city": address.get("city"),
+                "provinceCode": address.get("province_code"),
+                "countryCodeV2": address.get("country_code"),
+                "zip": address.get("zip"),
+                "phone": address.get("phone"),
+            }),
+            None => Value::Null,
+        }
+    };
+    let lines: Vec<Value> = nodes(body.get("line_items"))
+        .into_iter()
+        .map(|line| {
+            json!({
+                "id": gid(line, "LineItem"),
+                "sku": line.get("sku"),
+                "title": line.get("title").filter(|title| !title.is_null()).or_else(|| line.get("name")),
+                "quantity": line.get("quantity"),
+                "currentQuantity": line.get("current_quantity"),
+                "originalUnitPriceSet": money(line, "price_set", "price"),
+                "totalDiscountSet": money(line, "total_discount_set", "total_discount"),
+                "taxLines": taxes(line),
+            })
+        })
+        .collect();
+    // Per-line allocations are left out, as the read leaves them out: one application takes
+    // the order's whole discount either way.
+    let applications: Vec<Value> = nodes(body.get("discount_applications"))
+        .into_iter()
+        .enumerate()
+        .map(|(index, application)| {
+            let code = (application.get("type").and_then(Value::as_str) == Some("discount_code"))
+                .then(|| application.get("code").cloned())
+                .flatten();
+            json!({ "index": index, "code": code, "title": application.get("title") })
+        })
+        .collect();
+    let shipping_lines: Vec<Value> = nodes(body.get("shipping_lines"))
+        .into_iter()
+        .map(|line| {
+            json!({
+                "title": line.get("title"),
+                "code": line.get("code"),
+                "originalPriceSet": money(line, "price_set", "price"),
+                "taxLines": taxes(line),
+            })
+        })
+        .collect();
+    let customer = body.get("customer").filter(|customer| customer.is_object()).map(|customer| {
+        json!({
+            "id": gid(customer, "Customer"),
+            "email": customer.get("email"),
+            "firstName": customer.get("first_name"),
+            "lastName": customer.get("last_name"),
+            "phone": customer.get("phone"),
+        })
+    });
+    let upper = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_uppercase);
+    let fulfillment = match body.get("fulfillment_status").and_then(Value::as_str) {
+        Some("fulfilled") => Some("FULFILLED"),
+        Some("partial") => Some("PARTIALLY_FULFILLED"),
+        Some("restocked") => Some("RESTOCKED"),
+        _ => None,
+    };
+    Ok(json!({
+        "id": id,
+        "name": body.get("name"),
+        "email": body.get("email"),
+        "phone": body.get("phone"),
+        "note": body.get("note"),
+        "tags": body.get("tags"),
+        "createdAt": body.get("created_at"),
+        "processedAt": body.get("processed_at"),
+        "updatedAt": body.get("updated_at"),
+        "cancelledAt": body.get("cancelled_at"),
+        "cancelReason": upper("cancel_reason"),
+        "closed": body.get("closed_at").map(|closed| !closed.is_null()),
+        "currencyCode": body.get("currency"),
+        "presentmentCurrencyCode": body.get("presentment_currency"),
+        "taxesIncluded": body.get("taxes_included"),
+        "displayFinancialStatus": upper("financial_status"),
+        "displayFulfillmentStatus": fulfillment,
+        "sourceName": body.get("source_name"),
+        "subtotalPriceSet": money(body, "subtotal_price_set", "subtotal_price"),
+        "totalPriceSet": money(body, "total_price_set", "total_price"),
+        "totalTaxSet": money(body, "total_tax_set", "total_tax"),
+        "totalShippingPriceSet": money(body, "total_shipping_price_set", "total_shipping_price"),
+        "totalDiscountsSet": money(body, "total_discounts_set", "total_discounts"),
+        "totalOutstandingSet": { "shopMoney": { "amount": body.get("total_outstanding") } },
+        "paymentGatewayNames": body.get("payment_gateway_names"),
+        "taxLines": taxes(body),
+        "discountApplications": applications,
+        "billingAddress": address(body.get("billing_address")),
+        "shippingAddress": address(body.get("shipping_address")),
+        "customer": customer,
+        "lineItems": lines,
+        "shippingLines": shipping_lines,
+    }))
 }
 
 /// The order's state as a status change at its `updatedAt`.

@@ -9,12 +9,13 @@
 use crate::shopify::ShopifyConnector;
 use crate::shopify::map::{describe_user_errors, nodes, text};
 use crate::{
-    ConnectorError, ErrorKind, EventRef, Subscription, VerifiedDelivery, WebhookReceiver, WebhookSubscriptions,
+    ConnectorError, ErrorKind, EventRef, SourceRecord, Subscription, VerifiedDelivery, WebhookReceiver,
+    WebhookSubscriptions,
 };
 use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use erpsync_model::EntityKind;
+use erpsync_model::{EntityKind, Record};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -208,7 +209,31 @@ pub fn decode_delivery(topic: &str, body: &[u8]) -> Result<Option<Vec<EventRef>>
     }))
 }
 
+/// The order an order topic's body carries (the REST Order resource), as the source reads
+/// it: same GID, same canonical order. `None` for other entities and topics, and for bodies
+/// that are not a whole order (`orders/delete` carries only the id). Pure.
+pub fn body_record(entity: EntityKind, topic: &str, body: &[u8]) -> Option<SourceRecord> {
+    let topic = topic.trim().to_ascii_lowercase();
+    if entity != EntityKind::Order || !matches!(topic_kind(&topic), Some(TopicKind::Order)) || topic == "orders/delete"
+    {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let gid = body_gid(&value, "Order", "id", Some("admin_graphql_api_id"))?;
+    let order = crate::shopify::map::order_from_rest(&value).ok()?;
+    Some(SourceRecord {
+        source_id: gid.clone(),
+        origin: Some(format!("webhook {topic} {gid}")),
+        origin_group: None,
+        content: Ok(Record::Order(order)),
+    })
+}
+
 impl WebhookReceiver for ShopifyConnector {
+    fn body_record(&self, entity: EntityKind, topic: &str, body: &[u8]) -> Option<SourceRecord> {
+        body_record(entity, topic, body)
+    }
+
     /// Orders (and their status), products, customers and refunds by GID; stock deliveries
     /// make the flows pull; fulfillment, bulk operation, app and shop events are about nothing
     /// erpsync reads. A topic erpsync does not know, or a body that is not a JSON object with

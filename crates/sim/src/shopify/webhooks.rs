@@ -13,7 +13,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::exec::gid;
-use super::state::{Order, ShopState};
+use super::state::{Order, ShopState, TAX_BASIS_POINTS};
 
 fn rest_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, false)
@@ -71,38 +71,111 @@ pub fn rest_customer(state: &ShopState, id: u64) -> Json {
         "id": c.id, "email": c.email, "phone": c.phone, "first_name": c.first_name, "last_name": c.last_name,
         "tags": c.tags.join(", "), "state": c.state.to_lowercase(), "created_at": rest_time(c.created_at),
         "updated_at": rest_time(c.updated_at), "admin_graphql_api_id": gid("Customer", c.id),
-        "addresses": c.addresses, "default_address": c.addresses.first(),
+        "addresses": c.addresses.iter().map(rest_address).collect::<Vec<_>>(),
+        "default_address": c.addresses.first().map(rest_address),
     })
 }
 
+/// The REST Order resource, as order webhooks carry it: money as two-decimal strings with
+/// `*_set` twins in shop and presentment currency, snake_case addresses, the customer in
+/// short form, `payment_gateway_names` and `total_outstanding` (transactions are a resource
+/// of their own and not in the body).
 pub fn rest_order(state: &ShopState, id: u64) -> Json {
     let Some(o) = state.orders.get(&id) else { return json!({"id": id}) };
     let price_set = |cents: i64| {
         json!({"shop_money": {"amount": decimal_rest(cents), "currency_code": o.currency},
                "presentment_money": {"amount": decimal_rest(cents), "currency_code": o.presentment_currency}})
     };
-    json!({
+    let tax_line = |rate_basis_points: i64, cents: i64| json!({"title": "VAT", "rate": rate_basis_points as f64 / 10_000.0, "price": decimal_rest(cents), "price_set": price_set(cents)});
+    let customer = o.customer_id.and_then(|c| state.customers.get(&c)).map(|customer| {
+        json!({
+            "id": customer.id, "admin_graphql_api_id": gid("Customer", customer.id), "email": customer.email,
+            "phone": customer.phone, "first_name": customer.first_name, "last_name": customer.last_name,
+            "state": customer.state.to_lowercase(),
+        })
+    });
+    let mut gateways: Vec<String> = Vec::new();
+    for transaction in &o.transactions {
+        let kind = transaction.get("kind").and_then(Json::as_str).unwrap_or_default();
+        let succeeded = transaction.get("status").and_then(Json::as_str) == Some("SUCCESS");
+        if succeeded
+            && matches!(kind, "SALE" | "CAPTURE" | "AUTHORIZATION")
+            && let Some(gateway) = transaction.get("gateway").and_then(Json::as_str)
+            && !gateways.iter().any(|known| known == gateway)
+        {
+            gateways.push(gateway.to_string());
+        }
+    }
+    let received = if o.financial_status == "PENDING" { 0 } else { o.total_cents() };
+    let line_items: Vec<Json> = o.line_items.iter().map(|l| json!({
+        "id": l.id, "admin_graphql_api_id": gid("LineItem", l.id), "variant_id": l.variant_id, "product_id": l.product_id,
+        "title": l.title, "name": l.title, "sku": l.sku, "quantity": l.quantity, "current_quantity": l.quantity - l.refunded_quantity,
+        "price": decimal_rest(l.unit_price_cents), "price_set": price_set(l.unit_price_cents),
+        "total_discount": decimal_rest(l.discount_cents), "total_discount_set": price_set(l.discount_cents),
+        "tax_lines": [tax_line(l.tax_rate_basis_points, Order::line_tax_cents(l))],
+        "discount_allocations": if l.discount_cents > 0 {
+            json!([{"amount": decimal_rest(l.discount_cents), "amount_set": price_set(l.discount_cents), "discount_application_index": 0}])
+        } else {
+            json!([])
+        },
+    })).collect::<Vec<_>>();
+    let shipping_lines = json!([{
+        "id": o.id, "title": o.shipping_title, "code": o.shipping_title,
+        "price": decimal_rest(o.shipping_cents), "price_set": price_set(o.shipping_cents),
+        "discounted_price": decimal_rest(o.shipping_cents), "discounted_price_set": price_set(o.shipping_cents),
+        "tax_lines": [tax_line(TAX_BASIS_POINTS, o.shipping_tax_cents())],
+    }]);
+    let mut body = json!({
         "id": o.id, "admin_graphql_api_id": gid("Order", o.id), "name": o.name(), "order_number": o.number,
-        "email": o.email, "created_at": rest_time(o.created_at), "updated_at": rest_time(o.updated_at),
+        "number": o.number.saturating_sub(1000), "email": o.email, "phone": null, "note": o.note,
+        "tags": o.tags.join(", "), "source_name": null,
+        "created_at": rest_time(o.created_at), "processed_at": rest_time(o.created_at), "updated_at": rest_time(o.updated_at),
         "cancelled_at": o.cancelled_at.map(rest_time),
         "cancel_reason": o.cancel_reason.as_ref().map(|reason| reason.to_lowercase()),
         "closed_at": o.closed_at.map(rest_time), "currency": o.currency, "presentment_currency": o.presentment_currency,
         "taxes_included": o.taxes_included, "financial_status": o.financial_status.to_lowercase(),
         "fulfillment_status": match o.fulfillment_status.as_str() { "FULFILLED" => Json::from("fulfilled"), "PARTIALLY_FULFILLED" => Json::from("partial"), _ => Json::Null },
-        "subtotal_price": decimal_rest(o.subtotal_cents()), "total_price": decimal_rest(o.total_cents()),
-        "total_tax": decimal_rest(o.tax_cents()), "total_discounts": decimal_rest(o.discount_cents()),
-        "total_price_set": price_set(o.total_cents()),
-        "customer": o.customer_id.map(|c| json!({"id": c, "admin_graphql_api_id": gid("Customer", c)})),
-        "line_items": o.line_items.iter().map(|l| json!({
-            "id": l.id, "variant_id": l.variant_id, "product_id": l.product_id, "title": l.title, "sku": l.sku,
-            "quantity": l.quantity, "price": decimal_rest(l.unit_price_cents), "total_discount": decimal_rest(l.discount_cents),
-            "tax_lines": [{"title": "VAT", "rate": l.tax_rate_basis_points as f64 / 10_000.0, "price": decimal_rest(Order::line_tax_cents(l))}],
-            "admin_graphql_api_id": gid("LineItem", l.id),
+        "subtotal_price": decimal_rest(o.subtotal_cents()), "subtotal_price_set": price_set(o.subtotal_cents()),
+        "total_price": decimal_rest(o.total_cents()), "total_price_set": price_set(o.total_cents()),
+        "total_tax": decimal_rest(o.tax_cents()), "total_tax_set": price_set(o.tax_cents()),
+        "total_discounts": decimal_rest(o.discount_cents()), "total_discounts_set": price_set(o.discount_cents()),
+        "total_shipping_price_set": price_set(o.shipping_cents),
+    });
+    let rest = json!({
+        "total_outstanding": decimal_rest(o.total_cents() - received),
+        "payment_gateway_names": gateways,
+        "tax_lines": [tax_line(TAX_BASIS_POINTS, o.tax_cents())],
+        "customer": customer,
+        "line_items": line_items,
+        "shipping_lines": shipping_lines,
+        "discount_codes": o.discount_code.iter().map(|c| json!({"code": c, "amount": decimal_rest(o.discount_cents()), "type": "percentage"})).collect::<Vec<_>>(),
+        "discount_applications": o.discount_code.iter().map(|c| json!({
+            "type": "discount_code", "code": c, "value": "10.0", "value_type": "percentage",
+            "allocation_method": "across", "target_selection": "explicit", "target_type": "line_item",
         })).collect::<Vec<_>>(),
-        "shipping_lines": [{"title": o.shipping_title, "code": o.shipping_title, "price": decimal_rest(o.shipping_cents)}],
-        "discount_codes": o.discount_code.iter().map(|c| json!({"code": c, "type": "percentage"})).collect::<Vec<_>>(),
-        "shipping_address": o.shipping_address, "billing_address": o.billing_address,
-    })
+        "shipping_address": o.shipping_address.as_ref().map(rest_address),
+        "billing_address": o.billing_address.as_ref().map(rest_address),
+    });
+    if let (Some(body), Json::Object(rest)) = (body.as_object_mut(), rest) {
+        body.extend(rest);
+    }
+    body
+}
+
+/// An address as the REST resources write it (`first_name`, `province_code`, `country_code`),
+/// from the simulator's GraphQL-shaped one.
+pub fn rest_address(address: &Json) -> Json {
+    let field = |key: &str| address.get(key).cloned().unwrap_or(Json::Null);
+    let mut rest = json!({
+        "first_name": field("firstName"), "last_name": field("lastName"), "company": field("company"),
+        "address1": field("address1"), "address2": field("address2"), "city": field("city"),
+        "province_code": field("provinceCode"), "country_code": field("countryCodeV2"), "zip": field("zip"),
+        "phone": field("phone"),
+    });
+    if let Some(id) = address.get("id").filter(|id| !id.is_null()) {
+        rest["id"] = id.clone();
+    }
+    rest
 }
 
 /// The value of `X-Shopify-Hmac-Sha256`: base64 of HMAC-SHA256 over the raw body.
