@@ -339,6 +339,29 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(dead[0]["attempts"], attempts, "{dead}");
     assert_eq!(dead[0]["error"], "the ERP's folder is gone");
     assert_eq!(dead[0]["payload"]["trigger"], "schedule");
+
+    // The dashboard's failures page lists it too, with a button to run the flow for operators.
+    let page = |secret: String| {
+        let request = Request::builder()
+            .uri("/failures")
+            .header("cookie", format!("erpsync_session={secret}"))
+            .body(Body::empty())
+            .unwrap();
+        let router = setup.router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let bytes = axum::body::to_bytes(response.into_body(), 1024 * 1024).await.unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        }
+    };
+    let html = page(setup.operator.clone()).await;
+    let section = &html[html.find("Dead jobs").expect("a dead jobs section")..];
+    assert!(section.contains("<td>products</td><td>a pull</td><td>2</td>"), "{section}");
+    assert!(section.contains("folder is gone"), "{section}");
+    assert!(section.contains("action=\"/flows/products/run\""), "{section}");
+    let html = page(setup.viewer.clone()).await;
+    assert!(html.contains("folder is gone") && !html.contains("/flows/products/run"), "viewers only read: {html}");
 }
 
 #[tokio::test]

@@ -647,6 +647,40 @@ struct FailuresPage {
     flow_options: Vec<SelectOption>,
     status_options: Vec<SelectOption>,
     letters: Vec<LetterRow>,
+    dead_jobs: Vec<DeadJobRow>,
+    /// Why the dead jobs could not be listed (the queue is down), instead of the list.
+    dead_jobs_error: Option<String>,
+}
+
+/// A run the queue gave up on, as the failures page lists it.
+pub(crate) struct DeadJobRow {
+    pub flow: String,
+    /// `a pull`, `a full resync`, `3 records from webhooks`, `waiting failures`.
+    pub what: String,
+    pub attempts: u32,
+    pub error: String,
+    pub died: String,
+}
+
+fn dead_job_row(job: erpsync_queue::DeadJob, now: DateTime<Utc>) -> DeadJobRow {
+    let payload = &job.payload;
+    let count = |key: &str| payload.get(key).and_then(serde_json::Value::as_array).map(Vec::len);
+    let what = if let Some(ids) = count("ids") {
+        format!("{ids} record(s) from webhooks")
+    } else if let Some(letters) = count("dead_letters") {
+        format!("{letters} waiting failure(s) taken up again")
+    } else if payload.get("full").and_then(serde_json::Value::as_bool) == Some(true) {
+        "a full resync".to_string()
+    } else {
+        "a pull".to_string()
+    };
+    DeadJobRow {
+        flow: payload.get("flow").and_then(serde_json::Value::as_str).unwrap_or_default().to_string(),
+        what,
+        attempts: job.attempts,
+        error: job.error,
+        died: ago(now, job.died_at),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -677,7 +711,19 @@ pub(crate) async fn failures(
         Err(error) => return store_error(&session, error),
     };
     let now = Utc::now();
+    let (dead_jobs, dead_jobs_error) = match dashboard.engine.queue().dead(200).await {
+        Ok(jobs) => (
+            jobs.into_iter()
+                .map(|job| dead_job_row(job, now))
+                .filter(|row| flow.as_ref().is_none_or(|flow| *flow == row.flow))
+                .collect(),
+            None,
+        ),
+        Err(error) => (Vec::new(), Some(format!("the queue could not list its dead jobs: {error}"))),
+    };
     FailuresPage {
+        dead_jobs,
+        dead_jobs_error,
         layout: Layout::new("Failures", "failures", Some(&session)).with_notice(query.notice),
         flow_options: options(
             dashboard.engine.config().flows.keys().map(String::as_str),
