@@ -22,11 +22,15 @@
 //! - Order status: `cancelled` cancels the order, `completed` completes it; Medusa has no other
 //!   order states to set, so other states are accepted without a call.
 //! - Documents (invoices, credit notes, delivery notes) go to their order's `metadata` under
-//!   `erpsync_<kind>_*` keys (number, date, total, currency, file name, URL when the document
-//!   is one), merged with the metadata the order has: Medusa has no document store of its own
-//!   for orders, and its admin API takes metadata on `POST /admin/orders/{id}`.
+//!   `erpsync_<kind>_*` keys (number, date, total, currency, and the file's URL), merged with
+//!   the metadata the order has: Medusa has no document store of its own for orders, and its
+//!   admin API takes metadata on `POST /admin/orders/{id}`. A document that carries its bytes
+//!   is uploaded through `POST /admin/uploads` first (multipart, field `files`), and the URL
+//!   Medusa serves it at is kept with the file name and the bytes' SHA-256; the same document
+//!   written again finds its digest in the metadata and is neither uploaded nor written again.
 
 use crate::medusa::MedusaConnector;
+use crate::medusa::client::UploadFile;
 use crate::medusa::map::{
     base_price, handle_for, number, options_for, order_number, product_to_medusa, product_update_to_medusa,
     variant_to_medusa,
@@ -34,10 +38,12 @@ use crate::medusa::map::{
 use crate::medusa::source::PRODUCT_FIELDS;
 use crate::{Capabilities, ConnectorError, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome};
 use async_trait::async_trait;
+use base64::Engine as _;
 use erpsync_model::{Document, EntityKind, OrderState, Pdf, Product, Record, Shipment};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 /// Products per batch request: Medusa's own admin imports in chunks of this size.
@@ -770,11 +776,25 @@ impl MedusaConnector {
             let order_id = str_of(order, "id").to_string();
             // Several documents of one order in a batch: each starts from what the one
             // before it wrote.
-            let mut metadata = written
+            let current = written
                 .get(&order_id)
                 .cloned()
                 .unwrap_or_else(|| order.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default());
-            metadata.extend(document_metadata(document));
+            let upload = match self.upload_document(document, &current, &item_context).await {
+                Ok(upload) => upload,
+                Err(error) if is_data_error(&error) => {
+                    outcomes.push(WriteOutcome::Failed(error));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let mut metadata = current.clone();
+            metadata.extend(document_metadata(document, upload.as_ref()));
+            if metadata == current {
+                // Written before (a replay, or the same document again): nothing to send.
+                outcomes.push(WriteOutcome::Updated { target_id: order_id });
+                continue;
+            }
             let result = self
                 .request(
                     Method::POST,
@@ -794,6 +814,44 @@ impl MedusaConnector {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Uploads the document's embedded file through `POST /admin/uploads`, unless the order's
+    /// metadata shows the same bytes uploaded already for this document (same number and
+    /// digest, with a URL): then that upload is reused and nothing is sent.
+    async fn upload_document(
+        &self,
+        document: &Document,
+        metadata: &Map<String, Value>,
+        context: &str,
+    ) -> Result<Option<Uploaded>, ConnectorError> {
+        let file = document_file(document)
+            .map_err(|message| ConnectorError::new(ErrorKind::InvalidRequest, context, message))?;
+        let Some(DocumentFile { bytes, file_name, content_type }) = file else {
+            return Ok(None);
+        };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let prefix = format!("erpsync_{}", document.kind.as_str());
+        let kept = |key: &str| metadata.get(&format!("{prefix}_{key}")).and_then(Value::as_str);
+        if kept("number") == Some(document.number.as_str())
+            && kept("sha256") == Some(sha256.as_str())
+            && let Some(url) = kept("url").filter(|url| !url.is_empty())
+        {
+            let file_name = kept("file").unwrap_or(&file_name).to_string();
+            return Ok(Some(Uploaded { file_name, url: url.to_string(), sha256 }));
+        }
+        let response = self
+            .upload(
+                "/admin/uploads",
+                "files",
+                &UploadFile { file_name: &file_name, content_type, bytes: &bytes },
+                context,
+            )
+            .await?;
+        let url = response.pointer("/files/0/url").and_then(Value::as_str).filter(|url| !url.is_empty()).ok_or_else(
+            || ConnectorError::new(ErrorKind::InvalidResponse, context, "the upload answered no files[0].url"),
+        )?;
+        Ok(Some(Uploaded { file_name, url: url.to_string(), sha256 }))
     }
 
     // ---- shipments ------------------------------------------------------------------------
@@ -1005,29 +1063,75 @@ impl MedusaConnector {
     }
 }
 
-/// Creates and updates cut into requests of at most `size` entries together.
 /// A document's keys in its order's metadata: `erpsync_<kind>_number`, `_date`, `_total`,
-/// `_currency`, and `_file` (the file name of embedded bytes, which are not uploaded) or
-/// `_url`. A later document of the same kind replaces the values.
-pub fn document_metadata(document: &Document) -> Map<String, Value> {
+/// `_currency`, and for a document with a file: `_url` (the document's own URL, or where Medusa
+/// serves the uploaded bytes), and for uploaded bytes also `_file` (the file name) and
+/// `_sha256` (the digest of the bytes, which tells a later write that they are uploaded
+/// already). A later document of the same kind replaces the values.
+pub fn document_metadata(document: &Document, upload: Option<&Uploaded>) -> Map<String, Value> {
     let prefix = format!("erpsync_{}", document.kind.as_str());
     let mut metadata = Map::new();
     metadata.insert(format!("{prefix}_number"), json!(document.number));
     metadata.insert(format!("{prefix}_date"), json!(document.issued_at.map(|at| at.date_naive().to_string())));
-    metadata.insert(format!("{prefix}_total"), json!(document.totals.total.round_dp(2).to_string()));
+    metadata.insert(format!("{prefix}_total"), json!(format!("{:.2}", document.totals.total.round_dp(2))));
     metadata.insert(format!("{prefix}_currency"), json!(document.currency.as_str()));
-    match &document.pdf {
-        Some(Pdf::Url { url }) => {
+    match (&document.pdf, upload) {
+        (Some(Pdf::Url { url }), _) => {
             metadata.insert(format!("{prefix}_url"), json!(url));
         }
-        Some(Pdf::Base64 { file_name, .. }) => {
-            metadata.insert(format!("{prefix}_file"), json!(file_name));
+        (Some(Pdf::Base64 { .. }), Some(upload)) => {
+            metadata.insert(format!("{prefix}_file"), json!(upload.file_name));
+            metadata.insert(format!("{prefix}_url"), json!(upload.url));
+            metadata.insert(format!("{prefix}_sha256"), json!(upload.sha256));
         }
-        None => {}
+        _ => {}
     }
     metadata
 }
 
+/// A document's file as uploaded to Medusa.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub file_name: String,
+    pub url: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// A document's embedded file, ready to upload.
+struct DocumentFile {
+    bytes: Vec<u8>,
+    /// A plain file name (no folders).
+    file_name: String,
+    content_type: &'static str,
+}
+
+/// The embedded file of a document (none when it has no bytes).
+fn document_file(document: &Document) -> Result<Option<DocumentFile>, String> {
+    let Some(Pdf::Base64 { data, file_name }) = &document.pdf else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|error| format!("pdf.data is not base64: {error}"))?;
+    let name = file_name.clone().unwrap_or_else(|| format!("{}-{}.pdf", document.kind.as_str(), document.number));
+    // Medusa's local file provider makes folders of `/` in a name: keep it one plain name.
+    let safe: String = name
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    let safe = if safe.trim_matches(['.', '_']).is_empty() { format!("{}.pdf", document.kind.as_str()) } else { safe };
+    let content_type = match safe.rsplit_once('.').map(|(_, extension)| extension.to_ascii_lowercase()) {
+        Some(extension) if extension == "pdf" => "application/pdf",
+        Some(extension) if extension == "odt" => "application/vnd.oasis.opendocument.text",
+        Some(extension) if extension == "html" || extension == "htm" => "text/html",
+        _ => "application/octet-stream",
+    };
+    Ok(Some(DocumentFile { bytes, file_name: safe, content_type }))
+}
+
+/// Creates and updates cut into requests of at most `size` entries together.
 fn chunk_pairs(creates: Vec<Value>, updates: Vec<Value>, size: usize) -> Vec<(Vec<Value>, Vec<Value>)> {
     let mut all: Vec<(bool, Value)> = creates.into_iter().map(|v| (true, v)).collect();
     all.extend(updates.into_iter().map(|v| (false, v)));
