@@ -9,8 +9,12 @@
 //!   (`/options/batch`), then creates, updates and deletes variants by SKU in one
 //!   `/variants/batch`, keeping the prices of other currencies and tiers. A first sync finds
 //!   products by `external_id`, then by handle, then by the SKU of a variant.
-//! - Price lists (the base list in the shop's currency) set each SKU's base price, batched per
-//!   product; tier prices (`min_quantity > 1`) are written as Medusa quantity prices.
+//! - Price lists: the base list (no customer group) in the shop's currency sets each SKU's base
+//!   price, batched per product; tier prices (`min_quantity > 1`) are written as Medusa
+//!   quantity prices. A customer-group list becomes a Medusa price list of type `override`
+//!   with the rule `customer.groups.id` (the group found by name, or created), its prices per
+//!   variant with `min_quantity` for tiers, and the list's code in its `metadata.erpsync_code`,
+//!   by which a later write finds it and updates only the prices that changed.
 //! - Stock levels set `stocked_quantity` of the SKU's inventory item at the mapped stock
 //!   location, all in one `/admin/inventory-items/location-levels/batch` (create where the
 //!   item has no level there yet). The canonical `available` is what may be sold: Medusa's
@@ -429,12 +433,27 @@ impl MedusaConnector {
                 ));
                 continue;
             }
-            if list.customer_group.is_some() || list.prices_include_tax {
+            if list.prices_include_tax {
                 outcomes.push(failed(
                     ErrorKind::InvalidRequest,
                     &item_context,
-                    "only the base price list (no customer group, prices without tax) is written to Medusa; customer-group lists are Medusa price lists, not supported yet",
+                    "prices_include_tax: Medusa's prices here are without tax; send the list's prices without tax",
                 ));
+                continue;
+            }
+            if let Some(group) = list.customer_group.as_deref().map(str::trim).filter(|group| !group.is_empty()) {
+                outcomes.push(
+                    match self.write_group_price_list(list, group, item.target_id.as_deref(), &item_context).await {
+                        Ok((outcome, missing)) if missing.is_empty() => outcome,
+                        Ok((_, missing)) => failed(
+                            ErrorKind::NotFound,
+                            &item_context,
+                            format!("no variant has the SKU {}: the others were written", missing.join(", ")),
+                        ),
+                        Err(error) if is_data_error(&error) => WriteOutcome::Failed(error),
+                        Err(error) => return Err(error),
+                    },
+                );
                 continue;
             }
             outcomes.push(match self.write_price_list(list, &item_context).await {
@@ -449,6 +468,180 @@ impl MedusaConnector {
             });
         }
         Ok(outcomes)
+    }
+
+    /// A customer-group list as a Medusa price list of type `override` limited to the group
+    /// (rule `customer.groups.id`, the group found by name or created), with the list's code in
+    /// its `metadata.erpsync_code`. An existing list (by `target_id`, else by code) gets its
+    /// fields and only the prices that differ; prices of other currencies are kept. Returns the
+    /// outcome and the SKUs no variant has (the other prices are written).
+    async fn write_group_price_list(
+        &self,
+        list: &erpsync_model::PriceList,
+        group: &str,
+        target_id: Option<&str>,
+        context: &str,
+    ) -> Result<(WriteOutcome, Vec<String>), ConnectorError> {
+        let group_id = self.customer_group_id(group, context).await?;
+        let skus: Vec<String> = list.entries.iter().map(|entry| entry.sku.clone()).collect();
+        let variants = self.variants_by_sku(&skus, context).await?;
+        let ours = self.currency_code();
+        let mut missing = Vec::new();
+        // (variant id, minimum quantity or none) -> amount.
+        let mut wanted: BTreeMap<(String, Option<Decimal>), Decimal> = BTreeMap::new();
+        for entry in &list.entries {
+            let Some(variant) = variants.get(&entry.sku) else {
+                if !missing.contains(&entry.sku) {
+                    missing.push(entry.sku.clone());
+                }
+                continue;
+            };
+            let min_quantity = (entry.min_quantity > Decimal::ONE).then(|| entry.min_quantity.normalize());
+            wanted.insert((str_of(variant, "id").to_string(), min_quantity), entry.price);
+        }
+        let price_body = |(variant_id, min_quantity): &(String, Option<Decimal>), amount: &Decimal| {
+            let mut price = json!({"currency_code": ours, "amount": number(*amount), "variant_id": variant_id});
+            if let Some(min_quantity) = min_quantity {
+                price["min_quantity"] = number(*min_quantity);
+            }
+            price
+        };
+        let mut body = json!({
+            "title": if list.name.trim().is_empty() { list.code.clone() } else { list.name.clone() },
+            "description": format!("erpsync price list {} for the customer group {group}", list.code),
+            "type": "override",
+            "status": "active",
+            "rules": {"customer.groups.id": [group_id]},
+            "starts_at": list.valid_from.map(crate::medusa::map::format_time),
+            "ends_at": list.valid_to.map(crate::medusa::map::format_time),
+        });
+        let existing = self.find_price_list(&list.code, target_id, context).await?;
+        let Some(existing) = existing else {
+            body["metadata"] = json!({"erpsync_code": list.code});
+            body["prices"] = wanted.iter().map(|(key, amount)| price_body(key, amount)).collect();
+            let response = self
+                .request(Method::POST, "/admin/price-lists", &[("fields", "id".into())], Some(&body), context)
+                .await?;
+            let id = response.get("price_list").and_then(id_of).ok_or_else(|| {
+                ConnectorError::new(ErrorKind::InvalidResponse, context, "the response has no price_list.id")
+            })?;
+            return Ok((WriteOutcome::Created { target_id: id }, missing));
+        };
+        let id = str_of(&existing, "id").to_string();
+        let mut metadata = existing.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+        metadata.insert("erpsync_code".into(), json!(list.code));
+        body["metadata"] = Value::Object(metadata);
+        self.request(
+            Method::POST,
+            &format!("/admin/price-lists/{id}"),
+            &[("fields", "id".into())],
+            Some(&body),
+            context,
+        )
+        .await?;
+        let mut create = Vec::new();
+        let mut update = Vec::new();
+        let mut delete = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for price in existing.get("prices").and_then(Value::as_array).into_iter().flatten() {
+            if !str_of(price, "currency_code").eq_ignore_ascii_case(&ours) {
+                continue;
+            }
+            let min_quantity = crate::medusa::map::decimal(price, "min_quantity")
+                .ok()
+                .flatten()
+                .filter(|quantity| *quantity > Decimal::ONE)
+                .map(|quantity| quantity.normalize());
+            let key = (str_of(price, "variant_id").to_string(), min_quantity);
+            match wanted.get(&key) {
+                // A second price for the same variant and quantity is one too many.
+                Some(amount) if seen.insert(key.clone()) => {
+                    let current = crate::medusa::map::decimal(price, "amount").ok().flatten();
+                    if current != Some(amount.normalize()) {
+                        let mut body = price_body(&key, amount);
+                        body["id"] = json!(str_of(price, "id"));
+                        update.push(body);
+                    }
+                }
+                _ => delete.push(json!(str_of(price, "id"))),
+            }
+        }
+        for (key, amount) in &wanted {
+            if !seen.contains(key) {
+                create.push(price_body(key, amount));
+            }
+        }
+        if !(create.is_empty() && update.is_empty() && delete.is_empty()) {
+            self.request(
+                Method::POST,
+                &format!("/admin/price-lists/{id}/prices/batch"),
+                &[],
+                Some(&json!({"create": create, "update": update, "delete": delete})),
+                context,
+            )
+            .await?;
+        }
+        Ok((WriteOutcome::Updated { target_id: id }, missing))
+    }
+
+    /// The price list erpsync wrote for `code`: by its id when linked, else by the code in its
+    /// metadata (Medusa cannot filter by metadata: the lists are read, a shop has few).
+    async fn find_price_list(
+        &self,
+        code: &str,
+        target_id: Option<&str>,
+        context: &str,
+    ) -> Result<Option<Value>, ConnectorError> {
+        // `variant_id` of a price is made from `price_set.variant.id`, which must be asked for.
+        const FIELDS: &str = "id,title,metadata,*prices,prices.price_set.variant.id";
+        if let Some(id) = target_id.filter(|id| id.starts_with("plist_")) {
+            match self
+                .request(Method::GET, &format!("/admin/price-lists/{id}"), &[("fields", FIELDS.into())], None, context)
+                .await
+            {
+                Ok(response) => return Ok(response.get("price_list").cloned()),
+                // Deleted in the shop: found by code, or made again.
+                Err(error) if matches!(error.kind, ErrorKind::NotFound) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let Some(id) = self.price_list_id_by_code(code, context).await? else {
+            return Ok(None);
+        };
+        let response = self
+            .request(Method::GET, &format!("/admin/price-lists/{id}"), &[("fields", FIELDS.into())], None, context)
+            .await?;
+        Ok(response.get("price_list").cloned())
+    }
+
+    async fn price_list_id_by_code(&self, code: &str, context: &str) -> Result<Option<String>, ConnectorError> {
+        let lists =
+            self.list_all("/admin/price-lists", "price_lists", &[("fields", "id,metadata".into())], context).await?;
+        Ok(lists
+            .iter()
+            .find(|list| list.pointer("/metadata/erpsync_code").and_then(Value::as_str) == Some(code))
+            .and_then(id_of))
+    }
+
+    /// The id of the customer group named `name`, created when the shop has none.
+    async fn customer_group_id(&self, name: &str, context: &str) -> Result<String, ConnectorError> {
+        let query = [("name", name.to_string()), ("fields", "id,name".to_string())];
+        let (groups, _) = self.list("/admin/customer-groups", "customer_groups", &query, context).await?;
+        if let Some(id) = groups.iter().find(|group| str_of(group, "name") == name).and_then(id_of) {
+            return Ok(id);
+        }
+        let response = self
+            .request(
+                Method::POST,
+                "/admin/customer-groups",
+                &[("fields", "id".into())],
+                Some(&json!({"name": name})),
+                context,
+            )
+            .await?;
+        response.get("customer_group").and_then(id_of).ok_or_else(|| {
+            ConnectorError::new(ErrorKind::InvalidResponse, context, "the response has no customer_group.id")
+        })
     }
 
     /// Sets the prices of one list; returns the SKUs no variant has.
@@ -1148,12 +1341,10 @@ fn chunk_pairs(creates: Vec<Value>, updates: Vec<Value>, size: usize) -> Vec<(Ve
 impl Sink for MedusaConnector {
     fn capabilities(&self, entity: EntityKind) -> Capabilities {
         match entity {
-            EntityKind::Product | EntityKind::StockLevel | EntityKind::OrderStatus => {
+            EntityKind::Product | EntityKind::StockLevel | EntityKind::OrderStatus | EntityKind::PriceList => {
                 Capabilities { write: true, lookup: true, ..Capabilities::default() }
             }
-            EntityKind::PriceList | EntityKind::Shipment | EntityKind::Document => {
-                Capabilities { write: true, ..Capabilities::default() }
-            }
+            EntityKind::Shipment | EntityKind::Document => Capabilities { write: true, ..Capabilities::default() },
             _ => Capabilities::default(),
         }
     }
@@ -1170,6 +1361,22 @@ impl Sink for MedusaConnector {
         let context = format!("looking up {entity} in medusa {:?}", self.system);
         match entity {
             EntityKind::Product => self.lookup_products(natural_keys, &context).await,
+            // Customer-group lists are Medusa price lists with the code in their metadata; a
+            // base list has no record of its own (None: it is written, which sets prices).
+            EntityKind::PriceList => {
+                let lists = self
+                    .list_all("/admin/price-lists", "price_lists", &[("fields", "id,metadata".into())], &context)
+                    .await?;
+                Ok(natural_keys
+                    .iter()
+                    .map(|code| {
+                        lists
+                            .iter()
+                            .find(|list| list.pointer("/metadata/erpsync_code").and_then(Value::as_str) == Some(code))
+                            .and_then(id_of)
+                    })
+                    .collect())
+            }
             EntityKind::OrderStatus => {
                 // The key is `<number>#<time>`: the order's number is before the `#`.
                 let numbers: Vec<String> =
