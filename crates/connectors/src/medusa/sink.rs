@@ -1020,7 +1020,7 @@ impl MedusaConnector {
     ) -> Result<Option<Uploaded>, ConnectorError> {
         let file = document_file(document)
             .map_err(|message| ConnectorError::new(ErrorKind::InvalidRequest, context, message))?;
-        let Some(DocumentFile { bytes, file_name, content_type }) = file else {
+        let Some(DocumentFile { bytes, file_name, upload_name, content_type }) = file else {
             return Ok(None);
         };
         let sha256 = hex::encode(Sha256::digest(&bytes));
@@ -1030,14 +1030,13 @@ impl MedusaConnector {
             && kept("sha256") == Some(sha256.as_str())
             && let Some(url) = kept("url").filter(|url| !url.is_empty())
         {
-            let file_name = kept("file").unwrap_or(&file_name).to_string();
             return Ok(Some(Uploaded { file_name, url: url.to_string(), sha256 }));
         }
         let response = self
             .upload(
                 "/admin/uploads",
                 "files",
-                &UploadFile { file_name: &file_name, content_type, bytes: &bytes },
+                &UploadFile { file_name: &upload_name, content_type, bytes: &bytes },
                 context,
             )
             .await?;
@@ -1294,8 +1293,10 @@ pub struct Uploaded {
 /// A document's embedded file, ready to upload.
 struct DocumentFile {
     bytes: Vec<u8>,
-    /// A plain file name (no folders).
+    /// The document's own file name (or `<kind>-<number>.pdf`), kept in the metadata.
     file_name: String,
+    /// The name uploaded: one plain name, no folders.
+    upload_name: String,
     content_type: &'static str,
 }
 
@@ -1321,7 +1322,7 @@ fn document_file(document: &Document) -> Result<Option<DocumentFile>, String> {
         Some(extension) if extension == "html" || extension == "htm" => "text/html",
         _ => "application/octet-stream",
     };
-    Ok(Some(DocumentFile { bytes, file_name: safe, content_type }))
+    Ok(Some(DocumentFile { bytes, file_name: name, upload_name: safe, content_type }))
 }
 
 /// Creates and updates cut into requests of at most `size` entries together.
