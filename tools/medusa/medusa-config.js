@@ -16,4 +16,20 @@ module.exports = defineConfig({
     },
   },
   admin: { disable: true },
+  // Uploaded files (invoice PDFs) are served by the server itself under /static: their URLs
+  // must name the port this server listens on, not the provider's default localhost:9000.
+  modules: [
+    {
+      resolve: '@medusajs/medusa/file',
+      options: {
+        providers: [
+          {
+            resolve: '@medusajs/medusa/file-local',
+            id: 'local',
+            options: { backend_url: `http://${process.env.HOST || 'localhost'}:${process.env.PORT || 9000}/static` },
+          },
+        ],
+      },
+    },
+  ],
 })

@@ -8,9 +8,14 @@
 //!
 //! Tryton's test company keeps its books in US dollars, so the shop sells in its "Americas"
 //! region (USD) here.
+//!
+//! A second test puts Medusa against a `files` system (JSON Lines): refunds made in Medusa's
+//! admin out to a file, an invoice with its PDF bytes uploaded into Medusa, and a customer-group
+//! price list into a Medusa price list.
 
 mod common;
 
+use base64::Engine as _;
 use common::{Erpsync, Medusa, Tryton, erp_shop_flows, tryton_decimal, unique};
 use serde_json::{Value, json};
 
@@ -135,8 +140,9 @@ async fn tryton_and_medusa_every_flow_end_to_end() {
     assert!(!fulfillments[0]["shipped_at"].is_null(), "shipped: {fulfillments:?}");
     assert!(fulfillments[0]["labels"].to_string().contains(&tracking), "the tracking number: {fulfillments:?}");
 
-    // The posted invoice: its number, total and report's file name on Medusa's order (Tryton
-    // renders its report as OpenDocument without LibreOffice, and the name says so).
+    // The posted invoice: its number, total and report's file name on Medusa's order, and the
+    // report uploaded to the shop (Tryton renders its report as OpenDocument without
+    // LibreOffice, and the name says so).
     let invoice_numbers = tryton.post_invoices(&sale).await;
     let counts = erpsync.sync("invoices").await;
     assert_eq!(counts.wrote(), 1, "{counts:?}");
@@ -147,6 +153,8 @@ async fn tryton_and_medusa_every_flow_end_to_end() {
     assert_eq!(metadata["erpsync_invoice_total"], "51.50", "{metadata}");
     assert_eq!(metadata["erpsync_invoice_currency"], "USD", "{metadata}");
     assert!(metadata["erpsync_invoice_file"].as_str().unwrap_or_default().ends_with(".odt"), "{metadata}");
+    let report = metadata["erpsync_invoice_url"].as_str().unwrap_or_default();
+    assert!(report.starts_with(&medusa.url) && report.ends_with(".odt"), "the report uploaded to the shop: {metadata}");
 
     // The goods left the warehouse: on hand follows; what may be sold was already down.
     erpsync.sync("stock").await;
@@ -162,4 +170,213 @@ async fn tryton_and_medusa_every_flow_end_to_end() {
 async fn fulfillments(medusa: &Medusa, order: &str) -> Vec<Value> {
     let order = medusa.admin_get(&format!("/admin/orders/{order}?fields=id,*fulfillments,*fulfillments.labels")).await;
     order["order"]["fulfillments"].as_array().cloned().unwrap_or_default()
+}
+
+const FILES_FLOWS: &str = r#"
+[systems.erp]
+type = "files"
+path = "exchange"
+format = "jsonl"
+
+[flows.refunds]
+entity = "refund"
+source = "shop"
+target = "erp"
+
+[flows.invoices]
+entity = "document"
+source = "erp"
+target = "shop"
+
+[flows.group_prices]
+entity = "price_list"
+source = "erp"
+target = "shop"
+"#;
+
+/// The lines of the JSON Lines files in `folder` whose names start with `prefix`.
+fn jsonl_records(folder: &std::path::Path, prefix: &str) -> Vec<Value> {
+    let mut records = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with(prefix) && name.ends_with(".jsonl") {
+            for line in std::fs::read_to_string(&path).unwrap().lines().filter(|line| !line.trim().is_empty()) {
+                records.push(serde_json::from_str(line).unwrap());
+            }
+        }
+    }
+    records
+}
+
+/// Medusa's price lists that erpsync wrote for `code`, with their prices and rules.
+async fn price_lists(medusa: &Medusa, code: &str) -> Vec<Value> {
+    let lists = medusa.admin_get("/admin/price-lists?fields=id,metadata&limit=1000").await;
+    let mut found = Vec::new();
+    for list in lists["price_lists"].as_array().unwrap() {
+        if list["metadata"]["erpsync_code"] == code {
+            let id = list["id"].as_str().unwrap();
+            let full = medusa.admin_get(&format!("/admin/price-lists/{id}?fields=id,title,type,status,metadata,*prices,prices.price_set.variant.id,price_list_rules.attribute,price_list_rules.value")).await;
+            found.push(full["price_list"].clone());
+        }
+    }
+    found
+}
+
+/// (variant id, min quantity, amount) of a price list's prices, sorted.
+fn list_prices(list: &Value) -> Vec<(String, Option<i64>, String)> {
+    let mut prices: Vec<(String, Option<i64>, String)> = list["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|price| {
+            assert_eq!(price["currency_code"], "usd", "{price}");
+            (
+                price["variant_id"].as_str().unwrap().to_string(),
+                price["min_quantity"].as_i64(),
+                price["amount"].to_string(),
+            )
+        })
+        .collect();
+    prices.sort();
+    prices
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medusa_refunds_invoice_files_and_group_prices_with_files() {
+    let medusa = Medusa::start(None).await;
+    let config = format!("{}{FILES_FLOWS}", SHOP.replace("{shop}", &medusa.url));
+    let erpsync = Erpsync::new(&config, &[("medusa-key", medusa.api_key.as_str())]);
+    let exchange = erpsync.file("exchange");
+    std::fs::create_dir_all(&exchange).unwrap();
+
+    // A product sold in dollars, without managed inventory (no stock needed to sell it).
+    let run = unique();
+    let sku = format!("RF{run}");
+    let product = medusa
+        .admin_post(
+            "/admin/products",
+            json!({"title": format!("Refund Mug {run}"), "handle": format!("refund-mug-{run}"), "status": "published",
+                "shipping_profile_id": medusa.id("shipping_profile"), "sales_channels": [{"id": medusa.id("sales_channel")}],
+                "options": [{"title": "Default", "values": ["Default"]}],
+                "variants": [{"title": "Mug", "sku": sku, "manage_inventory": false, "options": {"Default": "Default"},
+                    "prices": [{"currency_code": "usd", "amount": 12.5}]}]}),
+        )
+        .await;
+    let variant_id = product["product"]["variants"][0]["id"].as_str().unwrap().to_string();
+
+    // A shopper buys two; the merchant captures the payment and refunds 7.50 in the admin.
+    let address = json!({"first_name": "Jo", "last_name": "Roe", "address_1": "1 Main Street", "city": "Springfield",
+        "postal_code": "62701", "country_code": "us"});
+    let order = medusa
+        .checkout(&medusa.id("region_usd"), &format!("refund{run}@example.com"), &[(variant_id.clone(), 2)], address)
+        .await;
+    let (order_id, number) = (order["id"].as_str().unwrap().to_string(), order["display_id"].to_string());
+    let payments = medusa.admin_get(&format!("/admin/orders/{order_id}?fields=id,*payment_collections.payments")).await;
+    let payment = payments["order"]["payment_collections"][0]["payments"][0]["id"].as_str().unwrap().to_string();
+    medusa.admin_post(&format!("/admin/payments/{payment}/capture"), json!({})).await;
+    let reason = medusa
+        .admin_post("/admin/refund-reasons", json!({"label": "Damaged in transit", "code": format!("damaged{run}")}))
+        .await;
+    let refunded = medusa
+        .admin_post(
+            &format!("/admin/payments/{payment}/refund?fields=id,*refunds"),
+            json!({"amount": 7.5, "note": "one mug broken", "refund_reason_id": reason["refund_reason"]["id"]}),
+        )
+        .await;
+    let refund_id = refunded["payment"]["refunds"][0]["id"].as_str().unwrap().to_string();
+
+    // The refund arrives as a canonical refund in the files system.
+    let counts = erpsync.sync("refunds").await;
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let refunds = jsonl_records(&exchange, "refund-");
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    let refund = &refunds[0];
+    assert_eq!(refund["number"], refund_id.as_str(), "{refund}");
+    assert_eq!(refund["order_number"], number.as_str(), "{refund}");
+    assert_eq!((refund["amount"].as_str(), refund["currency"].as_str()), (Some("7.5"), Some("USD")), "{refund}");
+    assert_eq!(refund["reason"], "Damaged in transit", "{refund}");
+    assert_eq!(refund["extra"]["note"], "one mug broken", "{refund}");
+    assert!(refund["refunded_at"].is_string(), "{refund}");
+    let counts = erpsync.sync("refunds").await;
+    assert_eq!(counts.wrote(), 0, "the refund read again (overlap) is not written twice: {counts:?}");
+
+    // The ERP's invoice with its PDF: uploaded to Medusa, its URL on the order answers the bytes.
+    let pdf = format!("%PDF-1.4\n% invoice {run}\n\u{0}\u{ff}binary\n%%EOF\n").into_bytes();
+    let invoice_number = format!("INV{run}");
+    let document = json!({"kind": "invoice", "number": invoice_number, "order_number": number,
+        "issued_at": "2026-11-27T00:00:00Z", "currency": "USD",
+        "totals": {"subtotal": "25", "total": "30"},
+        "pdf": {"base64": {"data": base64::engine::general_purpose::STANDARD.encode(&pdf), "file_name": format!("{invoice_number}.pdf")}}});
+    std::fs::write(exchange.join("document-1.jsonl"), format!("{document}\n")).unwrap();
+    let counts = erpsync.sync("invoices").await;
+    assert_eq!(counts.wrote(), 1, "{counts:?}");
+    let metadata =
+        medusa.admin_get(&format!("/admin/orders/{order_id}?fields=id,metadata")).await["order"]["metadata"].clone();
+    assert_eq!(metadata["erpsync_invoice_number"], invoice_number.as_str(), "{metadata}");
+    assert_eq!(metadata["erpsync_invoice_total"], "30.00", "{metadata}");
+    assert_eq!(metadata["erpsync_invoice_file"], format!("{invoice_number}.pdf").as_str(), "{metadata}");
+    let url = metadata["erpsync_invoice_url"].as_str().unwrap_or_else(|| panic!("no URL: {metadata}")).to_string();
+    assert!(url.starts_with(&medusa.url), "served by the shop: {url}");
+    let served = reqwest::get(&url).await.unwrap();
+    assert!(served.status().is_success(), "{url}: {}", served.status());
+    assert_eq!(served.bytes().await.unwrap().as_ref(), pdf.as_slice(), "the uploaded bytes");
+    assert_eq!(erpsync.sync("invoices").await.wrote(), 0, "unchanged: not written again");
+
+    // A customer-group price list with a quantity tier becomes a Medusa price list for the group.
+    let code = format!("B2B{run}");
+    let group = format!("Wholesale {run}");
+    let list = |price: &str| {
+        json!({"code": code, "name": format!("Wholesale prices {run}"), "currency": "USD", "customer_group": group,
+            "entries": [{"sku": sku, "min_quantity": "1", "price": price}, {"sku": sku, "min_quantity": "10", "price": "9"}]})
+    };
+    std::fs::write(exchange.join("price_list-1.jsonl"), format!("{}\n", list("11"))).unwrap();
+    let counts = erpsync.sync("group_prices").await;
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let groups =
+        medusa.admin_get(&format!("/admin/customer-groups?name={}&fields=id,name", group.replace(' ', "%20"))).await;
+    assert_eq!(groups["customer_groups"].as_array().unwrap().len(), 1, "the group was created: {groups}");
+    let group_id = groups["customer_groups"][0]["id"].as_str().unwrap().to_string();
+    let lists = price_lists(&medusa, &code).await;
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert_eq!(
+        (lists[0]["type"].as_str(), lists[0]["status"].as_str()),
+        (Some("override"), Some("active")),
+        "{}",
+        lists[0]
+    );
+    assert_eq!(lists[0]["rules"], json!({"customer.groups.id": [group_id]}), "limited to the group: {}", lists[0]);
+    assert_eq!(
+        list_prices(&lists[0]),
+        vec![(variant_id.clone(), None, "11".into()), (variant_id.clone(), Some(10), "9".into())],
+        "{}",
+        lists[0]
+    );
+    assert_eq!(usd_price(&variant(&medusa, &sku).await).as_deref(), Some("12.5"), "the base price is untouched");
+
+    // The ERP changes a price (the file is written anew): the same list gets it, no second one.
+    std::fs::write(exchange.join("price_list-1.jsonl"), format!("{}\n", list("10.5"))).unwrap();
+    let counts = erpsync.sync("group_prices").await;
+    assert_eq!((counts.created, counts.updated), (0, 1), "{counts:?}");
+    let lists = price_lists(&medusa, &code).await;
+    assert_eq!(lists.len(), 1, "no second list: {lists:?}");
+    assert_eq!(
+        list_prices(&lists[0]),
+        vec![(variant_id.clone(), None, "10.5".into()), (variant_id.clone(), Some(10), "9".into())]
+    );
+    erpsync.again_twice(&["refunds", "invoices", "group_prices"]).await;
+
+    // A second erpsync with no memory of the first (a new data folder, the same files): the
+    // list is found by its code and the invoice by its digest; nothing is created or uploaded.
+    let fresh = Erpsync::new(&config, &[("medusa-key", medusa.api_key.as_str())]);
+    std::fs::create_dir_all(fresh.file("exchange")).unwrap();
+    std::fs::write(fresh.file("exchange").join("document-1.jsonl"), format!("{document}\n")).unwrap();
+    std::fs::write(fresh.file("exchange").join("price_list-1.jsonl"), format!("{}\n", list("10.5"))).unwrap();
+    let counts = fresh.sync("group_prices").await;
+    assert_eq!(counts.created, 0, "{counts:?}");
+    assert_eq!(price_lists(&medusa, &code).await.len(), 1, "still one list");
+    fresh.sync("invoices").await;
+    let again =
+        medusa.admin_get(&format!("/admin/orders/{order_id}?fields=id,metadata")).await["order"]["metadata"].clone();
+    assert_eq!(again["erpsync_invoice_url"], url.as_str(), "the same upload, not a second one: {again}");
 }

@@ -858,6 +858,21 @@ async fn an_invoice_is_kept_in_its_orders_metadata_beside_what_was_there() {
     assert_eq!(metadata["erpsync_invoice_total"], "17.00");
     assert_eq!(metadata["erpsync_invoice_currency"], "EUR");
     assert_eq!(metadata["erpsync_invoice_file"], "INV/1.odt");
+    // The file was uploaded (under a name without folders); its URL answers the bytes.
+    let url = metadata["erpsync_invoice_url"].as_str().unwrap_or_else(|| panic!("no URL: {metadata}")).to_string();
+    assert!(url.ends_with("INV_1.odt"), "{url}");
+    let served = reqwest::get(&url).await.unwrap();
+    assert!(served.status().is_success(), "{url}: {}", served.status());
+    assert_eq!(served.bytes().await.unwrap().as_ref(), b"PK\x03\x04", "the uploaded bytes");
+
+    // The same invoice again: found in the metadata, not uploaded nor written again (one
+    // request: the order by its number).
+    let calls = connector.calls();
+    let outcomes = write(&connector, vec![(None, Record::Document(invoice("INV/1", "17.00")))]).await;
+    assert_eq!(target(&outcomes[0]), id);
+    assert_eq!(connector.calls() - calls, 1, "only the order was read");
+    let again = &admin(&format!("/admin/orders/{id}?fields=id,metadata")).await["order"]["metadata"];
+    assert_eq!(again["erpsync_invoice_url"], url.as_str(), "{again}");
 
     // A credit note later keeps the invoice's keys; a corrected invoice replaces them.
     let credit = Document { kind: DocumentKind::CreditNote, ..invoice("CN/1", "-17.00") };

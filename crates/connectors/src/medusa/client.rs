@@ -91,15 +91,42 @@ impl MedusaConnector {
         body: Option<&Value>,
         context: &str,
     ) -> Result<Value, ConnectorError> {
+        let mut request = self.authenticated(method, path, query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(request, context).await
+    }
+
+    /// `POST {url}{path}` with one file as `multipart/form-data` under the form field `field`
+    /// (what `POST /admin/uploads` reads with multer); the JSON body of a 2xx.
+    ///
+    /// The body is built here rather than with reqwest's `multipart` feature (which would add
+    /// crates): one part, with a boundary the bytes do not contain, is all Medusa needs.
+    pub async fn upload(
+        &self,
+        path: &str,
+        field: &str,
+        file: &UploadFile<'_>,
+        context: &str,
+    ) -> Result<Value, ConnectorError> {
+        let (content_type, body) = multipart_body(field, file);
+        let request =
+            self.authenticated(Method::POST, path, &[]).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        self.send(request, context).await
+    }
+
+    fn authenticated(&self, method: Method, path: &str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}{path}", self.settings.base);
         let mut request = self.http.request(method, url).basic_auth(self.api_key.expose(), Some(""));
         if !query.is_empty() {
             request = request.query(query);
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        request
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, context: &str) -> Result<Value, ConnectorError> {
         let response = request.send().await.map_err(|error| transport_error(context, error))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -264,6 +291,37 @@ impl MedusaConnector {
     }
 }
 
+/// One file to upload.
+pub struct UploadFile<'a> {
+    /// The file name Medusa keeps (prefixed with a timestamp by the local file provider).
+    pub file_name: &'a str,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// A `multipart/form-data` body with the one file, and its content type with the boundary.
+fn multipart_body(field: &str, file: &UploadFile<'_>) -> (String, Vec<u8>) {
+    // A boundary the content cannot end early on: grown until the bytes do not contain it.
+    let mut boundary = String::from("erpsync-boundary-7d1f3a");
+    while file.bytes.windows(boundary.len()).any(|window| window == boundary.as_bytes()) {
+        boundary.push('x');
+    }
+    let quoted = |text: &str| text.replace(['"', '\\', '\r', '\n'], "_");
+    let mut body = Vec::with_capacity(file.bytes.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
+            quoted(field),
+            quoted(file.file_name),
+            file.content_type
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file.bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 fn find_by_name_or_id(items: &[Value], wanted: &str, name_key: &str) -> Option<String> {
     items
         .iter()
@@ -327,6 +385,21 @@ pub(crate) fn medusa_error(
 mod tests {
     use super::*;
     use reqwest::header::HeaderMap;
+
+    #[test]
+    fn multipart_bodies_carry_the_file_unchanged() {
+        let bytes = b"%PDF-1.4\r\n--erpsync-boundary-7d1f3a\x00\xff";
+        let file = UploadFile { file_name: "INV \"1\".pdf", content_type: "application/pdf", bytes };
+        let (content_type, body) = multipart_body("files", &file);
+        let boundary = content_type.strip_prefix("multipart/form-data; boundary=").unwrap();
+        assert_eq!(boundary, "erpsync-boundary-7d1f3ax", "a boundary the bytes do not contain");
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"INV _1_.pdf\"\r\nContent-Type: application/pdf\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        assert!(body.starts_with(head.as_bytes()) && body.ends_with(tail.as_bytes()));
+        assert_eq!(&body[head.len()..body.len() - tail.len()], bytes);
+    }
 
     #[test]
     fn envelope_types_become_kinds() {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use erpsync_model::{
     Address, AddressKind, Cancellation, Currency, Customer, Extra, FinancialStatus, FulfillmentStatus, Image, Money,
     OptionValue, Order, OrderLine, OrderParty, OrderState, OrderStatusChange, OrderTotals, Payment, Product,
-    ProductOption, ProductStatus, Rounding, ShippingLine, StockLevel, TaxLine, Variant,
+    ProductOption, ProductStatus, Refund, Rounding, ShippingLine, StockLevel, TaxLine, Variant,
 };
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
@@ -577,6 +577,63 @@ pub fn order_status_from_medusa(order: &Value) -> Result<OrderStatusChange, Stri
     })
 }
 
+/// The refunds of a Medusa order (read with `*payment_collections.payments.refunds` and their
+/// `refund_reason`), one canonical refund per Medusa refund, oldest first.
+///
+/// Medusa refunds a payment, not items: a refund has an amount, a reason and a note, and no
+/// link to a return or a claim (their `refund_amount` is a suggestion with no refund id). So
+/// the refunds have no lines and no separate shipping amount.
+pub fn refunds_from_medusa(order: &Value) -> Result<Vec<Refund>, String> {
+    let order_id = text(order, "id");
+    let number = order_number(order).ok_or_else(|| format!("order {order_id} has no display_id"))?;
+    let mut refunds = Vec::new();
+    for collection in array(order, "payment_collections") {
+        for payment in array(collection, "payments") {
+            let currency_code = non_empty(payment, "currency_code")
+                .or_else(|| non_empty(collection, "currency_code"))
+                .or_else(|| non_empty(order, "currency_code"))
+                .unwrap_or_default();
+            let currency: Currency = currency_code.to_ascii_uppercase().parse().map_err(|_| {
+                format!("order {number}: payment {} has currency {currency_code:?}, not ISO 4217", text(payment, "id"))
+            })?;
+            for refund in array(payment, "refunds") {
+                let id = text(refund, "id");
+                if id.is_empty() {
+                    return Err(format!("order {number}: a refund of payment {} has no id", text(payment, "id")));
+                }
+                let amount = decimal(refund, "amount")?
+                    .or(decimal(refund, "raw_amount")?)
+                    .ok_or_else(|| format!("order {number}: refund {id} has no amount"))?;
+                let reason_label = refund.get("refund_reason").and_then(|reason| non_empty(reason, "label"));
+                let note = non_empty(refund, "note");
+                let mut extra = Extra::new();
+                extra.insert("medusa_id", json!(id));
+                extra.insert("medusa_order_id", json!(order_id));
+                extra.insert("medusa_payment_id", json!(text(payment, "id")));
+                if let Some(code) = refund.get("refund_reason").and_then(|reason| non_empty(reason, "code")) {
+                    extra.insert("medusa_refund_reason_code", json!(code));
+                }
+                if let (Some(_), Some(note)) = (&reason_label, &note) {
+                    extra.insert("note", json!(note));
+                }
+                refunds.push(Refund {
+                    number: id.to_string(),
+                    order_number: number.clone(),
+                    refunded_at: time(refund, "created_at"),
+                    currency,
+                    amount,
+                    shipping_amount: Decimal::ZERO,
+                    reason: reason_label.or(note),
+                    lines: Vec::new(),
+                    extra,
+                });
+            }
+        }
+    }
+    refunds.sort_by(|a, b| (a.refunded_at, &a.number).cmp(&(b.refunded_at, &b.number)));
+    Ok(refunds)
+}
+
 /// A Medusa customer with its addresses.
 pub fn customer_from_medusa(customer: &Value) -> Customer {
     let addresses = array(customer, "addresses")
@@ -680,6 +737,36 @@ mod tests {
         assert_eq!(read.variants[1].price, Some(Money::new(Decimal::from_str("19.9").unwrap(), Currency::EUR)));
         assert_eq!(read.status, ProductStatus::Active);
         assert_eq!(format_time(read.updated_at.unwrap()), "2026-11-26T14:16:32.811Z");
+    }
+
+    #[test]
+    fn refunds_are_read_from_the_payments() {
+        let order = json!({
+            "id": "order_1", "display_id": 7, "currency_code": "usd",
+            "payment_collections": [{"id": "pay_col_1", "currency_code": "usd", "payments": [
+                {"id": "pay_1", "currency_code": "usd", "refunds": [
+                    {"id": "ref_2", "amount": 2.5, "note": "late", "created_at": "2026-11-27T02:10:00.000Z",
+                     "refund_reason": {"label": "Damaged", "code": "damaged"}},
+                    {"id": "ref_1", "raw_amount": {"value": "5", "precision": 20}, "note": "scratched",
+                     "refund_reason": null, "created_at": "2026-11-27T02:09:34.258Z"}
+                ]},
+                {"id": "pay_2", "currency_code": "usd", "refunds": []}
+            ]}]
+        });
+        let refunds = refunds_from_medusa(&order).unwrap();
+        assert_eq!(refunds.len(), 2);
+        let (first, second) = (&refunds[0], &refunds[1]);
+        assert_eq!((first.number.as_str(), first.order_number.as_str()), ("ref_1", "7"));
+        assert_eq!(first.amount, Decimal::from(5));
+        assert_eq!(first.currency, Currency::USD);
+        assert_eq!(first.reason.as_deref(), Some("scratched"));
+        assert!(first.lines.is_empty());
+        assert_eq!(second.amount, Decimal::from_str("2.5").unwrap());
+        assert_eq!(second.reason.as_deref(), Some("Damaged"));
+        assert_eq!(second.extra.get("note"), Some(&json!("late")));
+        assert_eq!(second.extra.get("medusa_payment_id"), Some(&json!("pay_1")));
+        assert!(refunds_from_medusa(&json!({"id": "order_2"})).is_err(), "no display_id");
+        assert!(refunds_from_medusa(&json!({"id": "order_3", "display_id": 3})).unwrap().is_empty());
     }
 
     #[test]

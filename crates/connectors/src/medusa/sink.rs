@@ -9,8 +9,12 @@
 //!   (`/options/batch`), then creates, updates and deletes variants by SKU in one
 //!   `/variants/batch`, keeping the prices of other currencies and tiers. A first sync finds
 //!   products by `external_id`, then by handle, then by the SKU of a variant.
-//! - Price lists (the base list in the shop's currency) set each SKU's base price, batched per
-//!   product; tier prices (`min_quantity > 1`) are written as Medusa quantity prices.
+//! - Price lists: the base list (no customer group) in the shop's currency sets each SKU's base
+//!   price, batched per product; tier prices (`min_quantity > 1`) are written as Medusa
+//!   quantity prices. A customer-group list becomes a Medusa price list of type `override`
+//!   with the rule `customer.groups.id` (the group found by name, or created), its prices per
+//!   variant with `min_quantity` for tiers, and the list's code in its `metadata.erpsync_code`,
+//!   by which a later write finds it and updates only the prices that changed.
 //! - Stock levels set `stocked_quantity` of the SKU's inventory item at the mapped stock
 //!   location, all in one `/admin/inventory-items/location-levels/batch` (create where the
 //!   item has no level there yet). The canonical `available` is what may be sold: Medusa's
@@ -22,11 +26,15 @@
 //! - Order status: `cancelled` cancels the order, `completed` completes it; Medusa has no other
 //!   order states to set, so other states are accepted without a call.
 //! - Documents (invoices, credit notes, delivery notes) go to their order's `metadata` under
-//!   `erpsync_<kind>_*` keys (number, date, total, currency, file name, URL when the document
-//!   is one), merged with the metadata the order has: Medusa has no document store of its own
-//!   for orders, and its admin API takes metadata on `POST /admin/orders/{id}`.
+//!   `erpsync_<kind>_*` keys (number, date, total, currency, and the file's URL), merged with
+//!   the metadata the order has: Medusa has no document store of its own for orders, and its
+//!   admin API takes metadata on `POST /admin/orders/{id}`. A document that carries its bytes
+//!   is uploaded through `POST /admin/uploads` first (multipart, field `files`), and the URL
+//!   Medusa serves it at is kept with the file name and the bytes' SHA-256; the same document
+//!   written again finds its digest in the metadata and is neither uploaded nor written again.
 
 use crate::medusa::MedusaConnector;
+use crate::medusa::client::UploadFile;
 use crate::medusa::map::{
     base_price, handle_for, number, options_for, order_number, product_to_medusa, product_update_to_medusa,
     variant_to_medusa,
@@ -34,10 +42,12 @@ use crate::medusa::map::{
 use crate::medusa::source::PRODUCT_FIELDS;
 use crate::{Capabilities, ConnectorError, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome};
 use async_trait::async_trait;
+use base64::Engine as _;
 use erpsync_model::{Document, EntityKind, OrderState, Pdf, Product, Record, Shipment};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 /// Products per batch request: Medusa's own admin imports in chunks of this size.
@@ -423,12 +433,27 @@ impl MedusaConnector {
                 ));
                 continue;
             }
-            if list.customer_group.is_some() || list.prices_include_tax {
+            if list.prices_include_tax {
                 outcomes.push(failed(
                     ErrorKind::InvalidRequest,
                     &item_context,
-                    "only the base price list (no customer group, prices without tax) is written to Medusa; customer-group lists are Medusa price lists, not supported yet",
+                    "prices_include_tax: Medusa's prices here are without tax; send the list's prices without tax",
                 ));
+                continue;
+            }
+            if let Some(group) = list.customer_group.as_deref().map(str::trim).filter(|group| !group.is_empty()) {
+                outcomes.push(
+                    match self.write_group_price_list(list, group, item.target_id.as_deref(), &item_context).await {
+                        Ok((outcome, missing)) if missing.is_empty() => outcome,
+                        Ok((_, missing)) => failed(
+                            ErrorKind::NotFound,
+                            &item_context,
+                            format!("no variant has the SKU {}: the others were written", missing.join(", ")),
+                        ),
+                        Err(error) if is_data_error(&error) => WriteOutcome::Failed(error),
+                        Err(error) => return Err(error),
+                    },
+                );
                 continue;
             }
             outcomes.push(match self.write_price_list(list, &item_context).await {
@@ -443,6 +468,180 @@ impl MedusaConnector {
             });
         }
         Ok(outcomes)
+    }
+
+    /// A customer-group list as a Medusa price list of type `override` limited to the group
+    /// (rule `customer.groups.id`, the group found by name or created), with the list's code in
+    /// its `metadata.erpsync_code`. An existing list (by `target_id`, else by code) gets its
+    /// fields and only the prices that differ; prices of other currencies are kept. Returns the
+    /// outcome and the SKUs no variant has (the other prices are written).
+    async fn write_group_price_list(
+        &self,
+        list: &erpsync_model::PriceList,
+        group: &str,
+        target_id: Option<&str>,
+        context: &str,
+    ) -> Result<(WriteOutcome, Vec<String>), ConnectorError> {
+        let group_id = self.customer_group_id(group, context).await?;
+        let skus: Vec<String> = list.entries.iter().map(|entry| entry.sku.clone()).collect();
+        let variants = self.variants_by_sku(&skus, context).await?;
+        let ours = self.currency_code();
+        let mut missing = Vec::new();
+        // (variant id, minimum quantity or none) -> amount.
+        let mut wanted: BTreeMap<(String, Option<Decimal>), Decimal> = BTreeMap::new();
+        for entry in &list.entries {
+            let Some(variant) = variants.get(&entry.sku) else {
+                if !missing.contains(&entry.sku) {
+                    missing.push(entry.sku.clone());
+                }
+                continue;
+            };
+            let min_quantity = (entry.min_quantity > Decimal::ONE).then(|| entry.min_quantity.normalize());
+            wanted.insert((str_of(variant, "id").to_string(), min_quantity), entry.price);
+        }
+        let price_body = |(variant_id, min_quantity): &(String, Option<Decimal>), amount: &Decimal| {
+            let mut price = json!({"currency_code": ours, "amount": number(*amount), "variant_id": variant_id});
+            if let Some(min_quantity) = min_quantity {
+                price["min_quantity"] = number(*min_quantity);
+            }
+            price
+        };
+        let mut body = json!({
+            "title": if list.name.trim().is_empty() { list.code.clone() } else { list.name.clone() },
+            "description": format!("erpsync price list {} for the customer group {group}", list.code),
+            "type": "override",
+            "status": "active",
+            "rules": {"customer.groups.id": [group_id]},
+            "starts_at": list.valid_from.map(crate::medusa::map::format_time),
+            "ends_at": list.valid_to.map(crate::medusa::map::format_time),
+        });
+        let existing = self.find_price_list(&list.code, target_id, context).await?;
+        let Some(existing) = existing else {
+            body["metadata"] = json!({"erpsync_code": list.code});
+            body["prices"] = wanted.iter().map(|(key, amount)| price_body(key, amount)).collect();
+            let response = self
+                .request(Method::POST, "/admin/price-lists", &[("fields", "id".into())], Some(&body), context)
+                .await?;
+            let id = response.get("price_list").and_then(id_of).ok_or_else(|| {
+                ConnectorError::new(ErrorKind::InvalidResponse, context, "the response has no price_list.id")
+            })?;
+            return Ok((WriteOutcome::Created { target_id: id }, missing));
+        };
+        let id = str_of(&existing, "id").to_string();
+        let mut metadata = existing.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+        metadata.insert("erpsync_code".into(), json!(list.code));
+        body["metadata"] = Value::Object(metadata);
+        self.request(
+            Method::POST,
+            &format!("/admin/price-lists/{id}"),
+            &[("fields", "id".into())],
+            Some(&body),
+            context,
+        )
+        .await?;
+        let mut create = Vec::new();
+        let mut update = Vec::new();
+        let mut delete = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for price in existing.get("prices").and_then(Value::as_array).into_iter().flatten() {
+            if !str_of(price, "currency_code").eq_ignore_ascii_case(&ours) {
+                continue;
+            }
+            let min_quantity = crate::medusa::map::decimal(price, "min_quantity")
+                .ok()
+                .flatten()
+                .filter(|quantity| *quantity > Decimal::ONE)
+                .map(|quantity| quantity.normalize());
+            let key = (str_of(price, "variant_id").to_string(), min_quantity);
+            match wanted.get(&key) {
+                // A second price for the same variant and quantity is one too many.
+                Some(amount) if seen.insert(key.clone()) => {
+                    let current = crate::medusa::map::decimal(price, "amount").ok().flatten();
+                    if current != Some(amount.normalize()) {
+                        let mut body = price_body(&key, amount);
+                        body["id"] = json!(str_of(price, "id"));
+                        update.push(body);
+                    }
+                }
+                _ => delete.push(json!(str_of(price, "id"))),
+            }
+        }
+        for (key, amount) in &wanted {
+            if !seen.contains(key) {
+                create.push(price_body(key, amount));
+            }
+        }
+        if !(create.is_empty() && update.is_empty() && delete.is_empty()) {
+            self.request(
+                Method::POST,
+                &format!("/admin/price-lists/{id}/prices/batch"),
+                &[],
+                Some(&json!({"create": create, "update": update, "delete": delete})),
+                context,
+            )
+            .await?;
+        }
+        Ok((WriteOutcome::Updated { target_id: id }, missing))
+    }
+
+    /// The price list erpsync wrote for `code`: by its id when linked, else by the code in its
+    /// metadata (Medusa cannot filter by metadata: the lists are read, a shop has few).
+    async fn find_price_list(
+        &self,
+        code: &str,
+        target_id: Option<&str>,
+        context: &str,
+    ) -> Result<Option<Value>, ConnectorError> {
+        // `variant_id` of a price is made from `price_set.variant.id`, which must be asked for.
+        const FIELDS: &str = "id,title,metadata,*prices,prices.price_set.variant.id";
+        if let Some(id) = target_id.filter(|id| id.starts_with("plist_")) {
+            match self
+                .request(Method::GET, &format!("/admin/price-lists/{id}"), &[("fields", FIELDS.into())], None, context)
+                .await
+            {
+                Ok(response) => return Ok(response.get("price_list").cloned()),
+                // Deleted in the shop: found by code, or made again.
+                Err(error) if matches!(error.kind, ErrorKind::NotFound) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let Some(id) = self.price_list_id_by_code(code, context).await? else {
+            return Ok(None);
+        };
+        let response = self
+            .request(Method::GET, &format!("/admin/price-lists/{id}"), &[("fields", FIELDS.into())], None, context)
+            .await?;
+        Ok(response.get("price_list").cloned())
+    }
+
+    async fn price_list_id_by_code(&self, code: &str, context: &str) -> Result<Option<String>, ConnectorError> {
+        let lists =
+            self.list_all("/admin/price-lists", "price_lists", &[("fields", "id,metadata".into())], context).await?;
+        Ok(lists
+            .iter()
+            .find(|list| list.pointer("/metadata/erpsync_code").and_then(Value::as_str) == Some(code))
+            .and_then(id_of))
+    }
+
+    /// The id of the customer group named `name`, created when the shop has none.
+    async fn customer_group_id(&self, name: &str, context: &str) -> Result<String, ConnectorError> {
+        let query = [("name", name.to_string()), ("fields", "id,name".to_string())];
+        let (groups, _) = self.list("/admin/customer-groups", "customer_groups", &query, context).await?;
+        if let Some(id) = groups.iter().find(|group| str_of(group, "name") == name).and_then(id_of) {
+            return Ok(id);
+        }
+        let response = self
+            .request(
+                Method::POST,
+                "/admin/customer-groups",
+                &[("fields", "id".into())],
+                Some(&json!({"name": name})),
+                context,
+            )
+            .await?;
+        response.get("customer_group").and_then(id_of).ok_or_else(|| {
+            ConnectorError::new(ErrorKind::InvalidResponse, context, "the response has no customer_group.id")
+        })
     }
 
     /// Sets the prices of one list; returns the SKUs no variant has.
@@ -770,11 +969,25 @@ impl MedusaConnector {
             let order_id = str_of(order, "id").to_string();
             // Several documents of one order in a batch: each starts from what the one
             // before it wrote.
-            let mut metadata = written
+            let current = written
                 .get(&order_id)
                 .cloned()
                 .unwrap_or_else(|| order.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default());
-            metadata.extend(document_metadata(document));
+            let upload = match self.upload_document(document, &current, &item_context).await {
+                Ok(upload) => upload,
+                Err(error) if is_data_error(&error) => {
+                    outcomes.push(WriteOutcome::Failed(error));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let mut metadata = current.clone();
+            metadata.extend(document_metadata(document, upload.as_ref()));
+            if metadata == current {
+                // Written before (a replay, or the same document again): nothing to send.
+                outcomes.push(WriteOutcome::Updated { target_id: order_id });
+                continue;
+            }
             let result = self
                 .request(
                     Method::POST,
@@ -794,6 +1007,43 @@ impl MedusaConnector {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Uploads the document's embedded file through `POST /admin/uploads`, unless the order's
+    /// metadata shows the same bytes uploaded already for this document (same number and
+    /// digest, with a URL): then that upload is reused and nothing is sent.
+    async fn upload_document(
+        &self,
+        document: &Document,
+        metadata: &Map<String, Value>,
+        context: &str,
+    ) -> Result<Option<Uploaded>, ConnectorError> {
+        let file = document_file(document)
+            .map_err(|message| ConnectorError::new(ErrorKind::InvalidRequest, context, message))?;
+        let Some(DocumentFile { bytes, file_name, upload_name, content_type }) = file else {
+            return Ok(None);
+        };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let prefix = format!("erpsync_{}", document.kind.as_str());
+        let kept = |key: &str| metadata.get(&format!("{prefix}_{key}")).and_then(Value::as_str);
+        if kept("number") == Some(document.number.as_str())
+            && kept("sha256") == Some(sha256.as_str())
+            && let Some(url) = kept("url").filter(|url| !url.is_empty())
+        {
+            return Ok(Some(Uploaded { file_name, url: url.to_string(), sha256 }));
+        }
+        let response = self
+            .upload(
+                "/admin/uploads",
+                "files",
+                &UploadFile { file_name: &upload_name, content_type, bytes: &bytes },
+                context,
+            )
+            .await?;
+        let url = response.pointer("/files/0/url").and_then(Value::as_str).filter(|url| !url.is_empty()).ok_or_else(
+            || ConnectorError::new(ErrorKind::InvalidResponse, context, "the upload answered no files[0].url"),
+        )?;
+        Ok(Some(Uploaded { file_name, url: url.to_string(), sha256 }))
     }
 
     // ---- shipments ------------------------------------------------------------------------
@@ -1005,29 +1255,77 @@ impl MedusaConnector {
     }
 }
 
-/// Creates and updates cut into requests of at most `size` entries together.
 /// A document's keys in its order's metadata: `erpsync_<kind>_number`, `_date`, `_total`,
-/// `_currency`, and `_file` (the file name of embedded bytes, which are not uploaded) or
-/// `_url`. A later document of the same kind replaces the values.
-pub fn document_metadata(document: &Document) -> Map<String, Value> {
+/// `_currency`, and for a document with a file: `_url` (the document's own URL, or where Medusa
+/// serves the uploaded bytes), and for uploaded bytes also `_file` (the file name) and
+/// `_sha256` (the digest of the bytes, which tells a later write that they are uploaded
+/// already). A later document of the same kind replaces the values.
+pub fn document_metadata(document: &Document, upload: Option<&Uploaded>) -> Map<String, Value> {
     let prefix = format!("erpsync_{}", document.kind.as_str());
     let mut metadata = Map::new();
     metadata.insert(format!("{prefix}_number"), json!(document.number));
     metadata.insert(format!("{prefix}_date"), json!(document.issued_at.map(|at| at.date_naive().to_string())));
-    metadata.insert(format!("{prefix}_total"), json!(document.totals.total.round_dp(2).to_string()));
+    metadata.insert(format!("{prefix}_total"), json!(format!("{:.2}", document.totals.total.round_dp(2))));
     metadata.insert(format!("{prefix}_currency"), json!(document.currency.as_str()));
-    match &document.pdf {
-        Some(Pdf::Url { url }) => {
+    match (&document.pdf, upload) {
+        (Some(Pdf::Url { url }), _) => {
             metadata.insert(format!("{prefix}_url"), json!(url));
         }
-        Some(Pdf::Base64 { file_name, .. }) => {
-            metadata.insert(format!("{prefix}_file"), json!(file_name));
+        (Some(Pdf::Base64 { .. }), Some(upload)) => {
+            metadata.insert(format!("{prefix}_file"), json!(upload.file_name));
+            metadata.insert(format!("{prefix}_url"), json!(upload.url));
+            metadata.insert(format!("{prefix}_sha256"), json!(upload.sha256));
         }
-        None => {}
+        _ => {}
     }
     metadata
 }
 
+/// A document's file as uploaded to Medusa.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub file_name: String,
+    pub url: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// A document's embedded file, ready to upload.
+struct DocumentFile {
+    bytes: Vec<u8>,
+    /// The document's own file name (or `<kind>-<number>.pdf`), kept in the metadata.
+    file_name: String,
+    /// The name uploaded: one plain name, no folders.
+    upload_name: String,
+    content_type: &'static str,
+}
+
+/// The embedded file of a document (none when it has no bytes).
+fn document_file(document: &Document) -> Result<Option<DocumentFile>, String> {
+    let Some(Pdf::Base64 { data, file_name }) = &document.pdf else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|error| format!("pdf.data is not base64: {error}"))?;
+    let name = file_name.clone().unwrap_or_else(|| format!("{}-{}.pdf", document.kind.as_str(), document.number));
+    // Medusa's local file provider makes folders of `/` in a name: keep it one plain name.
+    let safe: String = name
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    let safe = if safe.trim_matches(['.', '_']).is_empty() { format!("{}.pdf", document.kind.as_str()) } else { safe };
+    let content_type = match safe.rsplit_once('.').map(|(_, extension)| extension.to_ascii_lowercase()) {
+        Some(extension) if extension == "pdf" => "application/pdf",
+        Some(extension) if extension == "odt" => "application/vnd.oasis.opendocument.text",
+        Some(extension) if extension == "html" || extension == "htm" => "text/html",
+        _ => "application/octet-stream",
+    };
+    Ok(Some(DocumentFile { bytes, file_name: name, upload_name: safe, content_type }))
+}
+
+/// Creates and updates cut into requests of at most `size` entries together.
 fn chunk_pairs(creates: Vec<Value>, updates: Vec<Value>, size: usize) -> Vec<(Vec<Value>, Vec<Value>)> {
     let mut all: Vec<(bool, Value)> = creates.into_iter().map(|v| (true, v)).collect();
     all.extend(updates.into_iter().map(|v| (false, v)));
@@ -1044,12 +1342,10 @@ fn chunk_pairs(creates: Vec<Value>, updates: Vec<Value>, size: usize) -> Vec<(Ve
 impl Sink for MedusaConnector {
     fn capabilities(&self, entity: EntityKind) -> Capabilities {
         match entity {
-            EntityKind::Product | EntityKind::StockLevel | EntityKind::OrderStatus => {
+            EntityKind::Product | EntityKind::StockLevel | EntityKind::OrderStatus | EntityKind::PriceList => {
                 Capabilities { write: true, lookup: true, ..Capabilities::default() }
             }
-            EntityKind::PriceList | EntityKind::Shipment | EntityKind::Document => {
-                Capabilities { write: true, ..Capabilities::default() }
-            }
+            EntityKind::Shipment | EntityKind::Document => Capabilities { write: true, ..Capabilities::default() },
             _ => Capabilities::default(),
         }
     }
@@ -1066,6 +1362,22 @@ impl Sink for MedusaConnector {
         let context = format!("looking up {entity} in medusa {:?}", self.system);
         match entity {
             EntityKind::Product => self.lookup_products(natural_keys, &context).await,
+            // Customer-group lists are Medusa price lists with the code in their metadata; a
+            // base list has no record of its own (None: it is written, which sets prices).
+            EntityKind::PriceList => {
+                let lists = self
+                    .list_all("/admin/price-lists", "price_lists", &[("fields", "id,metadata".into())], &context)
+                    .await?;
+                Ok(natural_keys
+                    .iter()
+                    .map(|code| {
+                        lists
+                            .iter()
+                            .find(|list| list.pointer("/metadata/erpsync_code").and_then(Value::as_str) == Some(code))
+                            .and_then(id_of)
+                    })
+                    .collect())
+            }
             EntityKind::OrderStatus => {
                 // The key is `<number>#<time>`: the order's number is before the `#`.
                 let numbers: Vec<String> =

@@ -14,12 +14,18 @@
 //! second phase over `/admin/product-variants` from the same position, which reads the
 //! products of changed variants again.
 //!
+//! Refunds are read from the orders the same way: a refund in Medusa (`POST
+//! /admin/payments/{id}/refund`) adds a credit line to its order, which bumps the order's
+//! `updated_at`; each order read gives one record per refund of its payments. A refund's
+//! source id is `<refund id>@<order id>`, so that it can be fetched again by id (Medusa has no
+//! endpoint of its own for refunds).
+//!
 //! Stock levels are read whole: every inventory item with its location levels, by offset.
 
 use crate::medusa::MedusaConnector;
 use crate::medusa::map::{
     customer_from_medusa, format_time, order_from_medusa, order_status_from_medusa, product_from_medusa,
-    stock_from_medusa, time,
+    refunds_from_medusa, stock_from_medusa, time,
 };
 use crate::{Capabilities, ConnectorError, ErrorKind, ReadRequest, RecordProblem, Source, SourcePage, SourceRecord};
 use async_trait::async_trait;
@@ -41,6 +47,9 @@ pub(crate) const PRODUCT_FIELDS: &str =
 /// `*`).
 pub(crate) const ORDER_FIELDS: &str = "+email,+currency_code,+sales_channel_id,+canceled_at,+item_subtotal,+subtotal,+discount_total,+shipping_total,+tax_total,+total,*items,*items.tax_lines,*items.adjustments,*items.detail,*shipping_methods,*shipping_methods.tax_lines,*shipping_address,*billing_address,*customer,*payment_collections,*payment_collections.payments,*fulfillments,*fulfillments.labels,*fulfillments.items";
 const CUSTOMER_FIELDS: &str = "*addresses,*groups";
+/// Refunds: the order's number and its payments' refunds with their reasons (`updated_at` for
+/// the incremental read).
+const REFUND_FIELDS: &str = "id,display_id,currency_code,created_at,updated_at,*payment_collections,*payment_collections.payments,*payment_collections.payments.refunds,*payment_collections.payments.refunds.refund_reason";
 
 /// Where a run is, kept in the checkpoint's cursor between pages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,6 +270,25 @@ impl MedusaConnector {
         Ok(SourcePage { records, checkpoint, done })
     }
 
+    async fn read_refunds(&self, request: &ReadRequest<'_>, context: &str) -> Result<SourcePage, ConnectorError> {
+        let run = self.run_cursor(request.checkpoint, context)?;
+        let window = self.window("/admin/orders", "orders", REFUND_FIELDS, run, request, context).await?;
+        let records = window.items.iter().flat_map(refund_records).collect();
+        let (checkpoint, done) = Self::checkpoint_after(request, window.next, &window.run);
+        Ok(SourcePage { records, checkpoint, done })
+    }
+
+    /// Refunds by their source ids (`<refund id>@<order id>`): their orders, read again.
+    async fn fetch_refunds(&self, ids: &[String], context: &str) -> Result<Vec<Option<SourceRecord>>, ConnectorError> {
+        let mut order_ids: Vec<String> =
+            ids.iter().filter_map(|id| id.split_once('@').map(|(_, order)| order.to_string())).collect();
+        order_ids.sort();
+        order_ids.dedup();
+        let orders = self.by_ids("/admin/orders", "orders", REFUND_FIELDS, &order_ids, context).await?;
+        let records: Vec<SourceRecord> = orders.iter().flat_map(refund_records).collect();
+        Ok(ids.iter().map(|id| records.iter().find(|record| &record.source_id == id).cloned()).collect())
+    }
+
     async fn read_customers(&self, request: &ReadRequest<'_>, context: &str) -> Result<SourcePage, ConnectorError> {
         let run = self.run_cursor(request.checkpoint, context)?;
         let window = self.window("/admin/customers", "customers", CUSTOMER_FIELDS, run, request, context).await?;
@@ -335,6 +363,30 @@ fn validated(record: Record, raw: &Value) -> Result<Record, RecordProblem> {
     }
 }
 
+/// The refunds of one order as source records; an order whose refunds cannot be read is one
+/// problem.
+fn refund_records(order: &Value) -> Vec<SourceRecord> {
+    let order_id = order.get("id").and_then(Value::as_str).unwrap_or("");
+    let origin = Some(format!("orders/{order_id}"));
+    match refunds_from_medusa(order) {
+        Ok(refunds) => refunds
+            .into_iter()
+            .map(|refund| SourceRecord {
+                source_id: format!("{}@{order_id}", refund.number),
+                origin: origin.clone(),
+                origin_group: None,
+                content: validated(Record::Refund(refund), order),
+            })
+            .collect(),
+        Err(message) => vec![SourceRecord {
+            source_id: order_id.to_string(),
+            origin,
+            origin_group: None,
+            content: Err(RecordProblem { kind: "parse".into(), message, raw: order.clone() }),
+        }],
+    }
+}
+
 /// A source record, validated; conversion and validation problems become dead letters.
 fn record(item: &Value, collection: &str, content: Result<Record, String>) -> SourceRecord {
     let id = item.get("id").and_then(Value::as_str).unwrap_or("").to_string();
@@ -356,6 +408,8 @@ impl Source for MedusaConnector {
                 Capabilities { read: true, incremental_read: true, webhook, ..Capabilities::default() }
             }
             EntityKind::StockLevel => Capabilities { read: true, ..Capabilities::default() },
+            // Medusa's `payment.refunded` event names the payment, not the refund or its order.
+            EntityKind::Refund => Capabilities { read: true, incremental_read: true, ..Capabilities::default() },
             _ => Capabilities::default(),
         }
     }
@@ -368,24 +422,33 @@ impl Source for MedusaConnector {
             EntityKind::OrderStatus => self.read_orders(request, &context, true).await,
             EntityKind::Customer => self.read_customers(request, &context).await,
             EntityKind::StockLevel => self.read_stock(request, &context).await,
+            EntityKind::Refund => self.read_refunds(request, &context).await,
             other => Err(ConnectorError::new(
                 ErrorKind::InvalidRequest,
                 &context,
                 format!(
-                    "the medusa connector does not read {other}: it reads product, customer, order, order_status and stock_level"
+                    "the medusa connector does not read {other}: it reads product, customer, order, order_status, stock_level and refund"
                 ),
             )),
         }
     }
 
     fn can_fetch(&self, entity: EntityKind) -> bool {
-        matches!(entity, EntityKind::Product | EntityKind::Order | EntityKind::OrderStatus | EntityKind::Customer)
+        matches!(
+            entity,
+            EntityKind::Product
+                | EntityKind::Order
+                | EntityKind::OrderStatus
+                | EntityKind::Customer
+                | EntityKind::Refund
+        )
     }
 
     async fn fetch(&self, entity: EntityKind, ids: &[String]) -> Result<Vec<Option<SourceRecord>>, ConnectorError> {
         let context = format!("fetching {entity} records from medusa {:?}", self.system);
         let (path, key, fields) = match entity {
             EntityKind::Product => return self.fetch_products(ids, &context).await,
+            EntityKind::Refund => return self.fetch_refunds(ids, &context).await,
             EntityKind::Order | EntityKind::OrderStatus => ("/admin/orders", "orders", ORDER_FIELDS),
             EntityKind::Customer => ("/admin/customers", "customers", CUSTOMER_FIELDS),
             other => {
