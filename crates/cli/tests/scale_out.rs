@@ -12,8 +12,8 @@
 //! once) ends in the same state in both simulators.
 //!
 //! Sizes: the issue names 20,000 products and 5,000 orders; a debug build on 2 shared cores
-//! runs this with [`PRODUCTS`] (1,500) and [`ORDERS`] (300) instead, in about two minutes for
-//! both scenarios. `cargo xtask bench-scale` runs 5,000 orders in release (orders only: the
+//! runs this with [`catalog_size`] (1,500) and [`order_count`] (300) by default, in about two minutes for
+//! both scenarios; `ERPSYNC_SCALE_PRODUCTS=20000 ERPSYNC_SCALE_ORDERS=5000` runs the full size. `cargo xtask bench-scale` runs 5,000 orders in release (orders only: the
 //! catalog is synced before the measurement). PostgreSQL at 127.0.0.1:5432 (`ERPSYNC_TEST_POSTGRES_URL`) and NATS
 //! at 127.0.0.1:4222 (`ERPSYNC_TEST_NATS_URL`) must run; when they do not, the test fails saying
 //! so.
@@ -24,10 +24,33 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Product templates in Odoo (one variant each).
-const PRODUCTS: usize = 1500;
-/// Orders placed in the shop, in [`ROUNDS`] rounds; every third of a round is updated in the next.
-const ORDERS: usize = 300;
+/// Product templates in Odoo (one variant each): 1,500, or `ERPSYNC_SCALE_PRODUCTS`.
+fn catalog_size() -> usize {
+    size("ERPSYNC_SCALE_PRODUCTS", 1500)
+}
+
+/// Orders placed in the shop, in [`ROUNDS`] rounds; every third of a round is updated in the
+/// next: 300, or `ERPSYNC_SCALE_ORDERS` (a multiple of [`ROUNDS`]).
+fn order_count() -> usize {
+    size("ERPSYNC_SCALE_ORDERS", 300)
+}
+
+/// A size from the environment (to run the issue's full 20,000 products and 5,000 orders), or
+/// `default`; a value that is not a positive number fails the test saying so.
+fn size(variable: &str, default: usize) -> usize {
+    match std::env::var(variable) {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(value) if value >= ROUNDS => value,
+            _ => panic!("{variable}={text:?} is not a number of at least {ROUNDS}"),
+        },
+        Err(_) => default,
+    }
+}
+
+/// How long a phase over `count` records may take: five minutes, and more for large sizes.
+fn allowance(count: usize, per_second: usize) -> Duration {
+    Duration::from_secs(300 + (count / per_second) as u64)
+}
 const ROUNDS: usize = 10;
 
 fn postgres_admin_url() -> String {
@@ -187,7 +210,7 @@ async fn scenario(store: Option<&str>, queue: Option<&str>) -> Scenario {
     let odoo_config = odoo::OdooSimConfig {
         seed: Some(odoo::SeedConfig {
             seed: 11,
-            products: PRODUCTS,
+            products: catalog_size(),
             max_variants: 1,
             min_variants: 1,
             warehouses: 1,
@@ -334,7 +357,7 @@ impl Scenario {
     /// `orders/updated` for every third order of the round before (`previous`): a second job
     /// about a record that may still be running or queued.
     async fn place_round(&self, round: usize, previous: &[String]) -> Vec<String> {
-        let count = ORDERS / ROUNDS;
+        let count = order_count() / ROUNDS;
         let response: serde_json::Value = self
             .client
             .post(format!("{}/_sim/orders", self.shop.base_url()))
@@ -368,11 +391,12 @@ impl Scenario {
     /// Waits until the whole catalog is in the shop.
     async fn wait_for_catalog(&self, within: Duration) {
         let deadline = Instant::now() + within;
-        while self.shop_products().len() < PRODUCTS {
+        while self.shop_products().len() < catalog_size() {
             assert!(
                 Instant::now() < deadline,
-                "the catalog did not reach the shop: {} of {PRODUCTS}",
-                self.shop_products().len()
+                "the catalog did not reach the shop: {} of {}",
+                self.shop_products().len(),
+                catalog_size()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -397,7 +421,7 @@ impl Scenario {
         let products = self.shop_products();
         let twice: Vec<_> = products.iter().filter(|(_, (count, _))| *count != 1).collect();
         assert!(twice.is_empty(), "products in the shop more than once: {twice:?}");
-        assert_eq!(products.len(), PRODUCTS, "every product of the catalog, and no other");
+        assert_eq!(products.len(), catalog_size(), "every product of the catalog, and no other");
         let orders = self.odoo_orders();
         let twice: Vec<_> = orders.iter().filter(|(_, (count, _))| *count != 1).collect();
         assert!(twice.is_empty(), "orders in Odoo more than once: {twice:?}");
@@ -454,15 +478,15 @@ async fn workers_schedulers_and_a_receiver_on_postgres_and_nats_lose_and_duplica
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    while scale.shop_products().len() < PRODUCTS / 5 {
+    while scale.shop_products().len() < catalog_size() / 5 {
         assert!(Instant::now() < deadline + Duration::from_secs(120), "the catalog sync did not get going");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     workers[puller].kill_nine();
     let at_kill = scale.shop_products().len();
-    assert!(at_kill < PRODUCTS, "the catalog was complete before the kill: the test proved nothing");
+    assert!(at_kill < catalog_size(), "the catalog was complete before the kill: the test proved nothing");
     // Another worker takes the pull up once its lease runs out and resumes from the checkpoint.
-    scale.wait_for_catalog(Duration::from_secs(300)).await;
+    scale.wait_for_catalog(allowance(catalog_size(), 20)).await;
     let resumed =
         workers.iter().enumerate().any(|(index, worker)| index != puller && worker.log().contains("Running a pull."));
     assert!(resumed, "no other worker resumed the catalog pull");
@@ -479,7 +503,7 @@ async fn workers_schedulers_and_a_receiver_on_postgres_and_nats_lose_and_duplica
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    scale.wait_for_orders(&placed, Duration::from_secs(300)).await;
+    scale.wait_for_orders(&placed, allowance(order_count(), 10)).await;
     // Late duplicates (a redelivered job, a second webhook) would land within a few leases.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let (products, orders) = scale.assert_each_once(&placed);
@@ -512,7 +536,7 @@ async fn workers_schedulers_and_a_receiver_on_postgres_and_nats_lose_and_duplica
         psql(&database.url, "SELECT count(*) FROM runs WHERE flow = 'orders' AND triggered_by = 'webhook'")
             .parse()
             .unwrap();
-    let events = ORDERS + (ROUNDS - 1) * (ORDERS / ROUNDS).div_ceil(3);
+    let events = order_count() + (ROUNDS - 1) * (order_count() / ROUNDS).div_ceil(3);
     assert!(order_runs < events, "{order_runs} order jobs for {events} webhook events: records were not batched");
     println!("{order_runs} webhook jobs for {events} webhook events");
 
@@ -530,7 +554,7 @@ async fn workers_schedulers_and_a_receiver_on_postgres_and_nats_lose_and_duplica
     let embedded = scenario(None, None).await;
     let serve = embedded.serve("serve", "all");
     embedded.wait_ready().await;
-    embedded.wait_for_catalog(Duration::from_secs(300)).await;
+    embedded.wait_for_catalog(allowance(catalog_size(), 20)).await;
     let mut placed_embedded = Vec::new();
     let mut serve = Some(serve);
     let mut previous = Vec::new();
@@ -544,7 +568,7 @@ async fn workers_schedulers_and_a_receiver_on_postgres_and_nats_lose_and_duplica
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    embedded.wait_for_orders(&placed_embedded, Duration::from_secs(300)).await;
+    embedded.wait_for_orders(&placed_embedded, allowance(order_count(), 10)).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let (products_embedded, orders_embedded) = embedded.assert_each_once(&placed_embedded);
     assert_eq!(placed_embedded, placed, "the same orders were placed");
