@@ -9,10 +9,12 @@ use base64::Engine;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use erpsync_model::{
     Currency, Document, DocumentKind, DocumentLine, FinancialStatus, FulfillmentStatus, Money, OrderLine, OrderState,
-    OrderStatusChange, OrderTotals, Pdf, Product, ProductStatus, Shipment, ShipmentLine, Tracking, Variant,
+    OrderStatusChange, OrderTotals, Pdf, PriceEntry, PriceList, Product, ProductStatus, Shipment, ShipmentLine,
+    Tracking, Variant,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 pub fn encode_decimal(value: Decimal) -> Value {
@@ -372,6 +374,78 @@ pub fn document_from_row(
     document
 }
 
+/// The quantity tiers of a price list's lines (`product.price_list.line` rows): 1, then every
+/// line's minimum `quantity` above 1, ascending and without repeats. Tryton applies a line
+/// when the sold quantity is at least the line's quantity, so prices can only change at these
+/// quantities.
+pub fn price_tiers(lines: &[Value]) -> Vec<Decimal> {
+    let mut tiers = vec![Decimal::ONE];
+    for line in lines {
+        if let Some(quantity) = line.get("quantity").and_then(decode_decimal).map(|quantity| quantity.normalize())
+            && quantity > Decimal::ONE
+            && !tiers.contains(&quantity)
+        {
+            tiers.push(quantity);
+        }
+    }
+    tiers.sort();
+    tiers
+}
+
+/// The customer group of a Tryton price list named `name`: the group `groups` maps the name to
+/// (the connector's `price_list_groups`); else none for the company's default sale price list
+/// (the base list); else the list's name.
+pub fn customer_group_of(name: &str, is_default: bool, groups: &BTreeMap<String, String>) -> Option<String> {
+    match groups.get(name.trim()) {
+        Some(group) => Some(group.clone()),
+        None if is_default => None,
+        None => Some(name.trim().to_string()),
+    }
+}
+
+/// The prices Tryton computed with one list for one variant: its SKU, and per quantity tier
+/// (ascending) the price, `None` where the list gives none.
+pub type TierPrices = (String, Vec<(Decimal, Option<Decimal>)>);
+
+/// A canonical price list from a `product.price_list` row, its lines, and the prices Tryton
+/// computed with the list for each variant (`sku`) at each quantity tier (`None`: no line of the
+/// list applies, or its formula gives no price). A variant gets an entry at its first priced
+/// tier and at every later tier where its price changes; a variant the list never prices has
+/// none.
+pub fn price_list_from_rows(
+    list: &Value,
+    lines: &[&Value],
+    currency: Currency,
+    customer_group: Option<String>,
+    prices: &[TierPrices],
+) -> PriceList {
+    let name = text(list, "name").unwrap_or_default();
+    let mut entries = Vec::new();
+    for (sku, tiers) in prices {
+        let mut last: Option<Decimal> = None;
+        for (min_quantity, price) in tiers {
+            let Some(price) = price.map(|price| price.normalize()) else { continue };
+            if last == Some(price) {
+                continue;
+            }
+            last = Some(price);
+            entries.push(PriceEntry { sku: sku.clone(), min_quantity: *min_quantity, price });
+        }
+    }
+    let mut price_list = PriceList {
+        code: name.clone(),
+        name,
+        currency,
+        customer_group,
+        prices_include_tax: truthy(list, "tax_included"),
+        entries,
+        updated_at: lines.iter().filter_map(|line| changed_at(line)).chain(changed_at(list)).max(),
+        ..PriceList::default()
+    };
+    price_list.extra.insert("tryton_price_list_id", json!(id(list, "id")));
+    price_list
+}
+
 /// Escapes `\`, `%` and `_` for an exact, case-insensitive match with Tryton's `ilike`.
 /// The net unit price of an order line for a Tryton sale line: Tryton's sale prices exclude
 /// tax and carry no line discount, so the discount is spread over the quantity and, when the
@@ -409,6 +483,7 @@ pub fn like_exact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use erpsync_model::Record;
 
     fn dec(text: &str) -> Decimal {
         Decimal::from_str(text).unwrap()
@@ -519,5 +594,55 @@ mod tests {
         assert_eq!(change.state, OrderState::Processing);
         assert_eq!(change.fulfillment_status, Some(FulfillmentStatus::Fulfilled));
         assert_eq!(change.financial_status, Some(FinancialStatus::Pending));
+    }
+
+    #[test]
+    fn price_lists_get_tiers_groups_and_entries_from_tryton_prices() {
+        let lines = [
+            json!({"id": 1, "quantity": 10.0, "formula": "unit_price * 0.8"}),
+            json!({"id": 2, "quantity": null, "formula": "unit_price * 0.9"}),
+            json!({"id": 3, "quantity": 0.5, "formula": "unit_price"}),
+            json!({"id": 4, "quantity": 10, "formula": "unit_price * 0.7"}),
+            json!({"id": 5, "quantity": 5.0, "formula": "unit_price * 0.85"}),
+        ];
+        assert_eq!(price_tiers(&lines), [dec("1"), dec("5"), dec("10")]);
+        assert_eq!(price_tiers(&[]), [dec("1")]);
+
+        let groups = BTreeMap::from([("Wholesale".to_string(), "B2B-GOLD".to_string())]);
+        assert_eq!(customer_group_of("Wholesale", false, &groups).as_deref(), Some("B2B-GOLD"));
+        assert_eq!(customer_group_of("Wholesale", true, &groups).as_deref(), Some("B2B-GOLD"), "the mapping wins");
+        assert_eq!(customer_group_of("Retail", true, &groups), None, "the base list has no group");
+        assert_eq!(customer_group_of(" VIP ", false, &groups).as_deref(), Some("VIP"));
+
+        let list = json!({
+            "id": 7, "name": "Wholesale", "tax_included": 0,
+            "create_date": {"__class__": "datetime", "year": 2026, "month": 11, "day": 1, "hour": 0, "minute": 0, "second": 0, "microsecond": 0},
+        });
+        let changed_line = json!({"id": 1, "write_date": {"__class__": "datetime", "year": 2026, "month": 11, "day": 2, "hour": 0, "minute": 0, "second": 0, "microsecond": 0}});
+        let price = |text: &str| Some(dec(text));
+        let prices = vec![
+            // 18 from 1 on, 16 from 10 on: two entries.
+            (
+                "T-S".to_string(),
+                vec![(dec("1"), price("18.0000")), (dec("5"), price("18.0000")), (dec("10"), price("16.0000"))],
+            ),
+            // Not priced by the list at all: no entry.
+            ("MUG".to_string(), vec![(dec("1"), None), (dec("5"), None), (dec("10"), None)]),
+            // Priced only from 5 on.
+            ("CAP".to_string(), vec![(dec("1"), None), (dec("5"), price("7.5")), (dec("10"), price("7.50"))]),
+        ];
+        let converted = price_list_from_rows(&list, &[&changed_line], Currency::USD, Some("B2B-GOLD".into()), &prices);
+        assert_eq!((converted.code.as_str(), converted.name.as_str()), ("Wholesale", "Wholesale"));
+        assert_eq!(converted.customer_group.as_deref(), Some("B2B-GOLD"));
+        assert!(!converted.prices_include_tax);
+        let entries: Vec<(&str, Decimal, Decimal)> =
+            converted.entries.iter().map(|entry| (entry.sku.as_str(), entry.min_quantity, entry.price)).collect();
+        assert_eq!(
+            entries,
+            [("T-S", dec("1"), dec("18")), ("T-S", dec("10"), dec("16")), ("CAP", dec("5"), dec("7.5"))]
+        );
+        assert_eq!(converted.updated_at, changed_at(&changed_line), "a changed line dates the list");
+        assert_eq!(converted.extra.get("tryton_price_list_id"), Some(&json!(7)));
+        assert!(Record::PriceList(converted).validate().is_ok());
     }
 }
