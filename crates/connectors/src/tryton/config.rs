@@ -69,6 +69,10 @@ pub struct TrytonConfig {
     /// company's default sale price list, which is the base list (no group).
     #[serde(default)]
     pub price_list_groups: BTreeMap<String, String>,
+    /// Whether credit notes written for refunds are posted (else they stay drafts for the
+    /// accountant). Posting needs a fiscal year and a credit note sequence in Tryton.
+    #[serde(default = "default_true")]
+    pub post_credit_notes: bool,
 }
 
 /// A record named by its database id or by its name.
@@ -214,6 +218,6 @@ mod tests {
         assert_eq!(good.company, IdOrName::Name("My Company".into()));
         assert_eq!(good.web_shop, Some(IdOrName::Id(1)));
         assert_eq!(good.batch_size, 50);
-        assert!(good.price_list_groups.is_empty());
+        assert!(good.post_credit_notes && good.price_list_groups.is_empty());
     }
 }

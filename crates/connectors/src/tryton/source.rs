@@ -516,9 +516,35 @@ impl TrytonConnector {
         Ok((records, page.last_id, newest, page.full))
     }
 
-    /// The shop's order numbers of the sales behind `origins` (`"sale.line,<id>"` references),
-    /// by origin.
+    /// The shop's order numbers of the sales behind `origins` (`"sale.line,<id>"` references,
+    /// or `"account.invoice.line,<id>"` ones of credit note lines that credit a sale's invoice
+    /// line), by origin.
     async fn order_numbers_of_lines(
+        &self,
+        origins: &[String],
+        context: &str,
+    ) -> Result<HashMap<String, String>, ConnectorError> {
+        let credited_ids: Vec<i64> = origins
+            .iter()
+            .filter_map(|origin| origin.strip_prefix("account.invoice.line,").and_then(|id| id.parse().ok()))
+            .collect();
+        let credited = self.read_rows("account.invoice.line", &credited_ids, &["origin"], context).await?;
+        let credited: HashMap<String, String> = credited
+            .iter()
+            .filter_map(|row| Some((format!("account.invoice.line,{}", id(row, "id")?), text(row, "origin")?)))
+            .collect();
+        let all: Vec<String> = origins.iter().chain(credited.values()).cloned().collect();
+        let mut numbers = self.sale_numbers_of_lines(&all, context).await?;
+        for (credit_origin, sale_origin) in &credited {
+            if let Some(number) = numbers.get(sale_origin).cloned() {
+                numbers.insert(credit_origin.clone(), number);
+            }
+        }
+        Ok(numbers)
+    }
+
+    /// The shop's order numbers of the sales behind `"sale.line,<id>"` origins, by origin.
+    async fn sale_numbers_of_lines(
         &self,
         origins: &[String],
         context: &str,
