@@ -306,6 +306,33 @@ impl Tryton {
             .collect()
     }
 
+    /// The customer invoices and credit notes with this reference (erpsync writes a refund's
+    /// number there), each with its lines read in full under `"lines"`.
+    pub async fn credit_notes(&self, reference: &str) -> Vec<Value> {
+        let mut invoices = self
+            .search_read(
+                "account.invoice",
+                json!([["type", "=", "out"], ["reference", "=", reference]]),
+                &["number", "state", "party", "currency", "total_amount", "lines"],
+            )
+            .await;
+        for invoice in &mut invoices {
+            let lines = self
+                .call(
+                    "account.invoice.line",
+                    "read",
+                    vec![
+                        invoice["lines"].clone(),
+                        json!(["product", "quantity", "unit_price", "amount", "description", "origin"]),
+                    ],
+                    json!({}),
+                )
+                .await;
+            invoice["lines"] = lines;
+        }
+        invoices
+    }
+
     /// The `[systems.<name>]` table for this server.
     pub fn system(&self, name: &str) -> String {
         format!(
