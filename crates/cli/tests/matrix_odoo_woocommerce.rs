@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::Erpsync;
+use common::{Erpsync, woo_post};
 use erpsync_sim::odoo::{self, OdooSim, OdooSimConfig};
 use erpsync_sim::woocommerce::{SeedConfig, WooSim, WooSimConfig, server::Checkout};
 use rust_decimal::Decimal;
@@ -98,28 +98,6 @@ impl OdooApi {
             .cloned()
             .unwrap_or_default()
     }
-}
-
-/// A POST to the shop's REST API signed with OAuth 1.0a, as any client of a plain-HTTP
-/// WooCommerce site signs it.
-async fn woo_post(shop: &erpsync_sim::woocommerce::RunningWooSim, path: &str, body: Value) -> Value {
-    use erpsync_sim::woocommerce::{oauth_base_string, oauth_signature};
-    let url = format!("{}{path}", shop.api_url());
-    let key = shop.key();
-    let mut params = vec![
-        ("oauth_consumer_key".to_string(), key.consumer_key.clone()),
-        ("oauth_nonce".to_string(), format!("{:032x}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default())),
-        ("oauth_signature_method".to_string(), "HMAC-SHA256".to_string()),
-        ("oauth_timestamp".to_string(), chrono::Utc::now().timestamp().to_string()),
-    ];
-    let signature =
-        oauth_signature("HMAC-SHA256", &key.consumer_secret, &oauth_base_string("POST", &url, &params)).unwrap();
-    params.push(("oauth_signature".to_string(), signature));
-    let response = reqwest::Client::new().post(&url).query(&params).json(&body).send().await.unwrap();
-    let status = response.status();
-    let value: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "POST {path}: {status}: {value}");
-    value
 }
 
 fn decimal(value: &Value) -> Decimal {

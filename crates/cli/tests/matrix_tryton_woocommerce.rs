@@ -2,14 +2,15 @@
 //! WooCommerce simulator, every flow both support, through `erpsync sync` of the real binary
 //! on a configuration file:
 //! products with variants and prices, stock, customers, orders placed through the shop's
-//! checkout, shipments with tracking back to the shop. Each step checks the other side's real
-//! state (Tryton over JSON-RPC, the shop through its store), a change made on one side shows
-//! on the other, and running every sync again writes and duplicates nothing.
+//! checkout, shipments with tracking back to the shop, and a refund made in the shop as a
+//! credit note in Tryton. Each step checks the other side's real state (Tryton over JSON-RPC,
+//! the shop through its store), a change made on one side shows on the other, and running every
+//! sync again writes and duplicates nothing.
 //! WooCommerce has no place for invoices (no document flow).
 
 mod common;
 
-use common::{Erpsync, Tryton, erp_shop_flows, tryton_decimal, unique};
+use common::{Erpsync, Tryton, erp_shop_flows, tryton_decimal, unique, woo_post};
 use erpsync_sim::woocommerce::{SeedConfig, WooSim, WooSimConfig, server::Checkout};
 use serde_json::json;
 
@@ -21,6 +22,13 @@ consumer_key = { file = "woo-key" }
 consumer_secret = { file = "woo-secret" }
 currency = "USD"
 
+"#;
+
+const REFUNDS: &str = r#"
+[flows.refunds]
+entity = "refund"
+source = "shop"
+target = "erp"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,8 +49,12 @@ async fn tryton_and_woocommerce_every_flow_end_to_end() {
     .await
     .unwrap();
     let key = shop.key().clone();
-    let config =
-        format!("{}{}{}", tryton.system("erp"), SHOP.replace("{shop}", &shop.base_url()), erp_shop_flows(false));
+    let config = format!(
+        "{}{}{}{REFUNDS}",
+        tryton.system("erp"),
+        SHOP.replace("{shop}", &shop.base_url()),
+        erp_shop_flows(false)
+    );
     let erpsync =
         Erpsync::new(&config, &[("woo-key", key.consumer_key.as_str()), ("woo-secret", key.consumer_secret.as_str())]);
 
@@ -163,13 +175,55 @@ async fn tryton_and_woocommerce_every_flow_end_to_end() {
     erpsync.sync("stock").await;
     assert_eq!(prices(&tee_s).and_then(|p| p.1), Some(8), "still 8 to sell");
 
+    // The shop refunds one of the two tees with its tax, and the shipping (as its admin does,
+    // through the REST API): WooCommerce itemises the tee, not the shipping. One posted credit
+    // note for the sale's customer: the tee at its refunded amount, and the rest of the money
+    // on a line of its own, so that the credit note's total is what was paid back.
+    let tee_line = shop.with_store(|store| {
+        let line = store.orders[&order_id].line_items.iter().find(|line| line.sku == tee_s).unwrap();
+        (line.id, line.price, line.total_tax / line.quantity)
+    });
+    let (line_id, price_cents, tax_cents) = tee_line;
+    let line_cents = price_cents + tax_cents;
+    let money = |cents: i64| rust_decimal::Decimal::new(cents, 2);
+    let refund = woo_post(
+        &shop,
+        &format!("/orders/{order_id}/refunds"),
+        json!({
+            "amount": money(line_cents + 490).to_string(), "reason": "damaged", "api_refund": true,
+            "line_items": [{"id": line_id, "quantity": 1, "refund_total": money(price_cents).to_string(),
+                            "refund_tax": [{"id": 1, "refund_total": money(tax_cents).to_string()}]}],
+        }),
+    )
+    .await;
+    let reference = refund["id"].as_u64().unwrap_or_else(|| panic!("no refund: {refund}")).to_string();
+    let counts = erpsync.sync("refunds").await;
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let credit_notes = tryton.credit_notes(&reference).await;
+    assert_eq!(credit_notes.len(), 1, "one credit note for refund {reference}: {credit_notes:?}");
+    let credit_note = &credit_notes[0];
+    assert_eq!(credit_note["state"], "posted", "{credit_note}");
+    assert_eq!(credit_note["party"], sale["party"], "the sale's customer: {credit_note}");
+    assert_eq!(tryton_decimal(&credit_note["total_amount"]), -money(line_cents + 490), "{credit_note}");
+    let lines = credit_note["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["product"].as_i64(), Some(tryton.product_id(&tee_s).await), "{lines:?}");
+    assert_eq!(lines[0]["quantity"].as_f64(), Some(-1.0), "{lines:?}");
+    assert_eq!(tryton_decimal(&lines[0]["amount"]), -money(line_cents), "{lines:?}");
+    assert!(lines[1]["product"].is_null(), "{lines:?}");
+    assert_eq!(tryton_decimal(&lines[1]["amount"]), -money(490), "the shipping, not itemised: {lines:?}");
+    let counts = erpsync.sync_full("refunds").await;
+    assert_eq!(counts.wrote(), 0, "{counts:?}");
+    assert_eq!(tryton.credit_notes(&reference).await.len(), 1, "still one credit note");
+
     // Everything again: nothing duplicated, and then nothing written.
-    erpsync.again_twice(&["products", "stock", "customers", "orders", "shipments"]).await;
+    erpsync.again_twice(&["products", "stock", "customers", "orders", "shipments", "refunds"]).await;
     assert_eq!(tryton.sales(&number).await.len(), 1, "the order is in Tryton once");
-    let (n_products, n_notes) = shop.with_store(|store| {
+    let (n_products, n_tracking_notes) = shop.with_store(|store| {
         let products = store.products.values().filter(|p| p.name.starts_with("Matrix")).count();
-        (products, store.notes.get(&order_id).map_or(0, Vec::len))
+        let notes = store.notes.get(&order_id).into_iter().flatten();
+        (products, notes.filter(|note| note.note.contains(&tracking)).count())
     });
     assert_eq!(n_products, 2, "no product created twice in the shop");
-    assert_eq!(n_notes, notes.len(), "no tracking note added twice");
+    assert_eq!(n_tracking_notes, 1, "no tracking note added twice");
 }

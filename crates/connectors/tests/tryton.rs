@@ -14,7 +14,7 @@ use erpsync_connectors::tryton::{TrytonConfig, TrytonConnector};
 use erpsync_connectors::{ErrorKind, ReadRequest, Sink, Source, WriteBatch, WriteItem, WriteOutcome};
 use erpsync_model::{
     Address, Checkpoint, Currency, Customer, DocumentKind, EntityKind, Money, Order, OrderLine, OrderParty, OrderState,
-    OrderStatusChange, OrderTotals, Pdf, Product, Record, Variant,
+    OrderStatusChange, OrderTotals, Pdf, Product, Record, Refund, RefundLine, Variant,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -739,4 +739,154 @@ async fn an_expired_session_is_renewed_once() {
     let wrong = TrytonConnector::new("wrong", config).unwrap();
     let error = wrong.lookup(EntityKind::Product, &["X".into()]).await.unwrap_err();
     assert_eq!((error.kind, error.retryable), (ErrorKind::Auth, false), "{error}");
+}
+
+#[tokio::test]
+async fn price_lists_carry_the_prices_tryton_computes_and_a_failing_formula_fails_only_its_list() {
+    let _turn = TURN.lock().await;
+    let (retail, vip, broken) = (unique("Retail"), unique("VIP"), unique("Broken"));
+    let connector = connector_with(&format!(r#"price_list_groups = {{ "{vip}" = "gold" }}"#));
+    let sku = unique("PL");
+    create_product(&connector, &sku).await;
+    let variant = call(
+        &connector,
+        "product.product",
+        "search",
+        vec![json!([["code", "=", sku]]), json!(0), json!(1), Value::Null],
+    )
+    .await[0]
+        .clone();
+    let list = |name: &str, lines: Value| json!({"name": name, "price": "list_price", "lines": [["create", lines]]});
+    let created = call(
+        &connector,
+        "product.price_list",
+        "create",
+        vec![json!([
+            list(&retail, json!([{"product": variant, "formula": "unit_price"}])),
+            list(
+                &vip,
+                json!([
+                    {"product": variant, "quantity": 5.0, "formula": "Decimal('12.50')"},
+                    {"product": variant, "formula": "unit_price * Decimal('0.75')"},
+                ])
+            ),
+            // Tryton checks formulas without a product when they are saved: this one passes the
+            // check and divides by zero only when a price is computed.
+            list(&broken, json!([{"product": variant, "formula": "list_price / (list_price - list_price)"}])),
+        ])],
+    )
+    .await;
+    let retail_id = created[0].as_i64().unwrap();
+    // The company's default sale price list is the base list.
+    call(&connector, "sale.configuration", "write", vec![json!([1]), json!({"sale_price_list": retail_id})]).await;
+
+    let mut lists = Vec::new();
+    let mut problems = Vec::new();
+    let mut checkpoint = Checkpoint::default();
+    loop {
+        let page = connector
+            .read_page(&ReadRequest { entity: EntityKind::PriceList, checkpoint: &checkpoint, page_size: 200 })
+            .await
+            .unwrap();
+        for record in page.records {
+            match record.content {
+                Ok(Record::PriceList(list)) => lists.push(list),
+                Ok(other) => panic!("not a price list: {other:?}"),
+                Err(problem) => problems.push(problem.message),
+            }
+        }
+        checkpoint = page.checkpoint;
+        if page.done {
+            break;
+        }
+    }
+    call(&connector, "sale.configuration", "write", vec![json!([1]), json!({"sale_price_list": null})]).await;
+    let entries = |name: &str| {
+        let list = lists.iter().find(|list| list.code == *name).unwrap_or_else(|| panic!("no list {name}: {lists:?}"));
+        let entries: Vec<(String, Decimal, Decimal)> =
+            list.entries.iter().map(|entry| (entry.sku.clone(), entry.min_quantity, entry.price)).collect();
+        (list.customer_group.clone(), entries)
+    };
+    assert_eq!(entries(&retail), (None, vec![(sku.clone(), dec("1"), dec("20"))]), "the base list");
+    assert_eq!(
+        entries(&vip),
+        (Some("gold".to_string()), vec![(sku.clone(), dec("1"), dec("15")), (sku.clone(), dec("5"), dec("12.5"))]),
+        "a quarter off, a fixed price from 5 on"
+    );
+    assert!(lists.iter().all(|list| list.code != broken), "{lists:?}");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains(&broken) && problems[0].contains("list_price / (list_price - list_price)"),
+        "the problem names the list and the formula: {}",
+        problems[0]
+    );
+}
+
+#[tokio::test]
+async fn a_refund_is_credited_once_and_waits_for_its_order() {
+    let _turn = TURN.lock().await;
+    let connector = connector();
+    let (sku, number, sale) = confirmed_order(&connector, "RF").await;
+    let refund = |number: &str, refund_number: &str, sku: &str| Refund {
+        number: refund_number.into(),
+        order_number: number.into(),
+        refunded_at: Some(Utc::now()),
+        currency: Currency::USD,
+        amount: dec("25"),
+        shipping_amount: dec("5"),
+        lines: vec![RefundLine { sku: sku.into(), quantity: dec("1"), amount: dec("20"), restock: false }],
+        ..Refund::default()
+    };
+    let refund_number = format!("{number}-R1");
+    let write_one = |record: Refund| {
+        let connector = &connector;
+        async move { write(connector, vec![(None, Record::Refund(record))]).await.remove(0) }
+    };
+
+    // No sale for the order yet: worth waiting for.
+    match write_one(refund(&unique("NOPE"), "R-0", &sku)).await {
+        WriteOutcome::Failed(error) => {
+            assert_eq!((error.kind, error.retryable), (ErrorKind::NotFound, true), "{error}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // A SKU that is not on the sale: the record's fault, named.
+    match write_one(refund(&number, "R-X", "NOT-SOLD")).await {
+        WriteOutcome::Failed(error) => {
+            assert_eq!((error.kind, error.retryable), (ErrorKind::InvalidRequest, false), "{error}");
+            assert!(error.message.contains("lines[0].sku"), "{error}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+
+    let first = write_one(refund(&number, &refund_number, &sku)).await;
+    let credit_note = match &first {
+        WriteOutcome::Created { target_id } => target_id.parse::<i64>().unwrap(),
+        other => panic!("expected a creation, got {other:?}"),
+    };
+    // Written again (a retried batch, a second installation): found, not created.
+    let again = write_one(refund(&number, &refund_number, &sku)).await;
+    assert!(
+        matches!(&again, WriteOutcome::Updated { target_id } if *target_id == credit_note.to_string()),
+        "{again:?}"
+    );
+    let found = call(
+        &connector,
+        "account.invoice",
+        "search_read",
+        vec![
+            json!([["type", "=", "out"], ["reference", "=", refund_number]]),
+            json!(0),
+            Value::Null,
+            Value::Null,
+            json!(["state", "party", "total_amount", "lines"]),
+        ],
+    )
+    .await;
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["state"], "posted");
+    assert_eq!(found[0]["party"], sale["party"]);
+    assert_eq!(found[0]["total_amount"], json!({"__class__": "Decimal", "decimal": "-25.00"}));
+    assert_eq!(found[0]["lines"].as_array().unwrap().len(), 2, "the tee and the shipping");
 }

@@ -306,6 +306,33 @@ impl Tryton {
             .collect()
     }
 
+    /// The customer invoices and credit notes with this reference (erpsync writes a refund's
+    /// number there), each with its lines read in full under `"lines"`.
+    pub async fn credit_notes(&self, reference: &str) -> Vec<Value> {
+        let mut invoices = self
+            .search_read(
+                "account.invoice",
+                json!([["type", "=", "out"], ["reference", "=", reference]]),
+                &["number", "state", "party", "currency", "total_amount", "lines"],
+            )
+            .await;
+        for invoice in &mut invoices {
+            let lines = self
+                .call(
+                    "account.invoice.line",
+                    "read",
+                    vec![
+                        invoice["lines"].clone(),
+                        json!(["product", "quantity", "unit_price", "amount", "description", "origin"]),
+                    ],
+                    json!({}),
+                )
+                .await;
+            invoice["lines"] = lines;
+        }
+        invoices
+    }
+
     /// The `[systems.<name>]` table for this server.
     pub fn system(&self, name: &str) -> String {
         format!(
@@ -565,6 +592,28 @@ impl Counts {
     pub fn wrote(&self) -> i64 {
         self.created + self.updated
     }
+}
+
+/// A POST to the shop's REST API signed with OAuth 1.0a, as any client of a plain-HTTP
+/// WooCommerce site signs it.
+pub async fn woo_post(shop: &erpsync_sim::woocommerce::RunningWooSim, path: &str, body: Value) -> Value {
+    use erpsync_sim::woocommerce::{oauth_base_string, oauth_signature};
+    let url = format!("{}{path}", shop.api_url());
+    let key = shop.key();
+    let mut params = vec![
+        ("oauth_consumer_key".to_string(), key.consumer_key.clone()),
+        ("oauth_nonce".to_string(), format!("{:032x}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default())),
+        ("oauth_signature_method".to_string(), "HMAC-SHA256".to_string()),
+        ("oauth_timestamp".to_string(), chrono::Utc::now().timestamp().to_string()),
+    ];
+    let signature =
+        oauth_signature("HMAC-SHA256", &key.consumer_secret, &oauth_base_string("POST", &url, &params)).unwrap();
+    params.push(("oauth_signature".to_string(), signature));
+    let response = reqwest::Client::new().post(&url).query(&params).json(&body).send().await.unwrap();
+    let status = response.status();
+    let value: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "POST {path}: {status}: {value}");
+    value
 }
 
 /// A suffix unique to this run, so that runs against long-lived servers never collide.

@@ -10,6 +10,7 @@
 //! company = "My Company"              # or its id: company = 1
 //! web_shop = "eu-store"               # web.shop that imported orders belong to
 //! warehouses = { main = "WH", outlet = "WH2" }   # canonical location -> stock.location code
+//! price_list_groups = { "Wholesale" = "B2B-GOLD" }  # price list name -> customer group
 //! batch_size = 50
 //! ```
 
@@ -63,6 +64,15 @@ pub struct TrytonConfig {
     /// Whether imported sales are confirmed after being quoted (else they stay quotations).
     #[serde(default = "default_true")]
     pub confirm_orders: bool,
+    /// Name of a Tryton sale price list (`product.price_list`) -> the canonical customer group
+    /// it is read with. A list not named here has its own name as customer group, except the
+    /// company's default sale price list, which is the base list (no group).
+    #[serde(default)]
+    pub price_list_groups: BTreeMap<String, String>,
+    /// Whether credit notes written for refunds are posted (else they stay drafts for the
+    /// accountant). Posting needs a fiscal year and a credit note sequence in Tryton.
+    #[serde(default = "default_true")]
+    pub post_credit_notes: bool,
 }
 
 /// A record named by its database id or by its name.
@@ -140,6 +150,14 @@ impl TrytonConfig {
                 push(&format!("warehouses.{name}"), "location names and codes must not be empty".into());
             }
         }
+        for (name, group) in &self.price_list_groups {
+            if name.trim().is_empty() || group.trim().is_empty() {
+                push(
+                    &format!("price_list_groups.{name}"),
+                    "price list names and customer groups must not be empty".into(),
+                );
+            }
+        }
         if self.unit.trim().is_empty() {
             push("unit", "must name a unit of measure, e.g. \"Unit\"".into());
         }
@@ -168,12 +186,21 @@ mod tests {
             batch_size = 200
             timeout = "soon"
             warehouses = { main = "" }
+            price_list_groups = { "Gold" = " " }
             "#,
         );
         let fields: Vec<String> = config.validate().into_iter().map(|(field, _)| field).collect();
-        for expected in
-            ["url", "database", "username", "company", "web_shop", "batch_size", "timeout", "warehouses.main"]
-        {
+        for expected in [
+            "url",
+            "database",
+            "username",
+            "company",
+            "web_shop",
+            "batch_size",
+            "timeout",
+            "warehouses.main",
+            "price_list_groups.Gold",
+        ] {
             assert!(fields.iter().any(|field| field == expected), "{expected} missing from {fields:?}");
         }
         let good = parse(
@@ -191,5 +218,6 @@ mod tests {
         assert_eq!(good.company, IdOrName::Name("My Company".into()));
         assert_eq!(good.web_shop, Some(IdOrName::Id(1)));
         assert_eq!(good.batch_size, 50);
+        assert!(good.post_credit_notes && good.price_list_groups.is_empty());
     }
 }

@@ -9,10 +9,12 @@ use base64::Engine;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use erpsync_model::{
     Currency, Document, DocumentKind, DocumentLine, FinancialStatus, FulfillmentStatus, Money, OrderLine, OrderState,
-    OrderStatusChange, OrderTotals, Pdf, Product, ProductStatus, Shipment, ShipmentLine, Tracking, Variant,
+    OrderStatusChange, OrderTotals, Pdf, PriceEntry, PriceList, Product, ProductStatus, Refund, Shipment, ShipmentLine,
+    Tracking, Variant,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 pub fn encode_decimal(value: Decimal) -> Value {
@@ -323,7 +325,8 @@ pub fn shipment_from_row(
 }
 
 /// A canonical document from an `account.invoice` row, its lines as
-/// `(sku, description, quantity, unit price, amount)` and its rendered report.
+/// `(sku, description, quantity, unit price, amount)` and its rendered report. An invoice with
+/// a negative total is a credit note, read with its quantities and amounts negated.
 pub fn document_from_row(
     row: &Value,
     currency: Currency,
@@ -331,22 +334,29 @@ pub fn document_from_row(
     lines: Vec<(Option<String>, String, Decimal, Decimal, Decimal)>,
     report: Option<(Vec<u8>, String)>,
 ) -> Document {
-    let amount = |field: &str| row.get(field).and_then(decode_decimal).unwrap_or_default();
+    let total = row.get("total_amount").and_then(decode_decimal).unwrap_or_default();
+    let credit_note = total.is_sign_negative() && !total.is_zero();
+    // Tryton's credit notes carry negative quantities and amounts; a canonical credit note
+    // states what it credits, in positive figures (as Odoo's do).
+    let sign = if credit_note { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
+    let amount = |field: &str| sign * row.get(field).and_then(decode_decimal).unwrap_or_default();
     let total = amount("total_amount");
     let number = text(row, "number").unwrap_or_default();
     let mut document = Document {
-        kind: if total.is_sign_negative() && !total.is_zero() {
-            DocumentKind::CreditNote
-        } else {
-            DocumentKind::Invoice
-        },
+        kind: if credit_note { DocumentKind::CreditNote } else { DocumentKind::Invoice },
         number: number.clone(),
         order_number,
         issued_at: row.get("invoice_date").and_then(decode_date).map(date_as_time),
         currency,
         lines: lines
             .into_iter()
-            .map(|(sku, title, quantity, unit_price, total)| DocumentLine { sku, title, quantity, unit_price, total })
+            .map(|(sku, title, quantity, unit_price, total)| DocumentLine {
+                sku,
+                title,
+                quantity: sign * quantity,
+                unit_price,
+                total: sign * total,
+            })
             .collect(),
         totals: OrderTotals {
             subtotal: amount("untaxed_amount"),
@@ -370,6 +380,200 @@ pub fn document_from_row(
         document.extra.insert("tryton_state", json!(state));
     }
     document
+}
+
+/// The quantity tiers of a price list's lines (`product.price_list.line` rows): 1, then every
+/// line's minimum `quantity` above 1, ascending and without repeats. Tryton applies a line
+/// when the sold quantity is at least the line's quantity, so prices can only change at these
+/// quantities.
+pub fn price_tiers(lines: &[Value]) -> Vec<Decimal> {
+    let mut tiers = vec![Decimal::ONE];
+    for line in lines {
+        if let Some(quantity) = line.get("quantity").and_then(decode_decimal).map(|quantity| quantity.normalize())
+            && quantity > Decimal::ONE
+            && !tiers.contains(&quantity)
+        {
+            tiers.push(quantity);
+        }
+    }
+    tiers.sort();
+    tiers
+}
+
+/// The customer group of a Tryton price list named `name`: the group `groups` maps the name to
+/// (the connector's `price_list_groups`); else none for the company's default sale price list
+/// (the base list); else the list's name.
+pub fn customer_group_of(name: &str, is_default: bool, groups: &BTreeMap<String, String>) -> Option<String> {
+    match groups.get(name.trim()) {
+        Some(group) => Some(group.clone()),
+        None if is_default => None,
+        None => Some(name.trim().to_string()),
+    }
+}
+
+/// The prices Tryton computed with one list for one variant: its SKU, and per quantity tier
+/// (ascending) the price, `None` where the list gives none.
+pub type TierPrices = (String, Vec<(Decimal, Option<Decimal>)>);
+
+/// A canonical price list from a `product.price_list` row, its lines, and the prices Tryton
+/// computed with the list for each variant (`sku`) at each quantity tier (`None`: no line of the
+/// list applies, or its formula gives no price). A variant gets an entry at its first priced
+/// tier and at every later tier where its price changes; a variant the list never prices has
+/// none.
+pub fn price_list_from_rows(
+    list: &Value,
+    lines: &[&Value],
+    currency: Currency,
+    customer_group: Option<String>,
+    prices: &[TierPrices],
+) -> PriceList {
+    let name = text(list, "name").unwrap_or_default();
+    let mut entries = Vec::new();
+    for (sku, tiers) in prices {
+        let mut last: Option<Decimal> = None;
+        for (min_quantity, price) in tiers {
+            let Some(price) = price.map(|price| price.normalize()) else { continue };
+            if last == Some(price) {
+                continue;
+            }
+            last = Some(price);
+            entries.push(PriceEntry { sku: sku.clone(), min_quantity: *min_quantity, price });
+        }
+    }
+    let mut price_list = PriceList {
+        code: name.clone(),
+        name,
+        currency,
+        customer_group,
+        prices_include_tax: truthy(list, "tax_included"),
+        entries,
+        updated_at: lines.iter().filter_map(|line| changed_at(line)).chain(changed_at(list)).max(),
+        ..PriceList::default()
+    };
+    price_list.extra.insert("tryton_price_list_id", json!(id(list, "id")));
+    price_list
+}
+
+/// One line of a credit note: `quantity` units credited at `unit_price` each (both positive;
+/// Tryton's credit note lines carry the quantity negated). `sku: None` is a line without
+/// product (shipping, an amount not itemised).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreditLine {
+    pub sku: Option<String>,
+    pub description: String,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+}
+
+/// The lines of the credit note for `refund`, whose amounts add up to the refund's amount:
+///
+/// - one line per refunded line at its SKU, quantity and refunded amount (its unit price is the
+///   amount divided by the quantity, to 4 places like Tryton's unit prices);
+/// - when the refund's lines carry no amounts at all (all zero) but money was refunded, the
+///   amount less shipping is spread over them in proportion to their value on the sale
+///   (`sale_prices`: SKU → the sale's unit price);
+/// - the refunded shipping as a line of its own when it is not zero;
+/// - a refund without lines credits its amount (less shipping) as one line;
+/// - whatever the lines and shipping do not account for (rounding, amounts the shop did not
+///   itemise, a fee kept back) as a last line, so the credit note's total is the refund's.
+///
+/// A refund that paid nothing back (amount zero) has nothing to credit and is refused.
+/// Amounts are rounded to the currency's `minor_units` like Tryton rounds line amounts. Errors
+/// name the refund's field.
+pub fn plan_credit_note(
+    refund: &Refund,
+    sale_prices: &HashMap<String, Decimal>,
+    minor_units: u32,
+) -> Result<Vec<CreditLine>, String> {
+    let round = |amount: Decimal| amount.round_dp(minor_units);
+    if refund.amount.is_sign_negative() && !refund.amount.is_zero() {
+        return Err(format!("amount: {} is negative", refund.amount));
+    }
+    if refund.shipping_amount.is_sign_negative() && !refund.shipping_amount.is_zero() {
+        return Err(format!("shipping_amount: {} is negative", refund.shipping_amount));
+    }
+    if refund.shipping_amount > refund.amount {
+        return Err(format!("shipping_amount: {} is more than the amount {}", refund.shipping_amount, refund.amount));
+    }
+    for (index, line) in refund.lines.iter().enumerate() {
+        if line.sku.trim().is_empty() {
+            return Err(format!("lines[{index}].sku: a refunded line needs the sku of the sold product"));
+        }
+        if !sale_prices.contains_key(line.sku.trim()) {
+            return Err(format!(
+                "lines[{index}].sku: {:?} is not on the sale of order {:?} in tryton",
+                line.sku, refund.order_number
+            ));
+        }
+        if line.quantity <= Decimal::ZERO {
+            return Err(format!("lines[{index}].quantity: {} is not positive", line.quantity));
+        }
+        if line.amount.is_sign_negative() && !line.amount.is_zero() {
+            return Err(format!("lines[{index}].amount: {} is negative", line.amount));
+        }
+    }
+    if refund.amount.is_zero() {
+        return Err("amount: the refund paid nothing back, so there is nothing to credit".into());
+    }
+    let goods = refund.amount - refund.shipping_amount;
+    let mut amounts: Vec<Decimal> = refund.lines.iter().map(|line| round(line.amount)).collect();
+    if !refund.lines.is_empty() && amounts.iter().all(Decimal::is_zero) && goods > Decimal::ZERO {
+        let weights: Vec<Decimal> =
+            refund.lines.iter().map(|line| sale_prices[line.sku.trim()] * line.quantity).collect();
+        let total_weight: Decimal = weights.iter().sum();
+        let mut left = goods;
+        for (index, weight) in weights.iter().enumerate() {
+            let share = if index + 1 == weights.len() {
+                left
+            } else if total_weight.is_zero() {
+                round(goods / Decimal::from(weights.len()))
+            } else {
+                round(goods * weight / total_weight)
+            };
+            amounts[index] = share;
+            left -= share;
+        }
+    }
+    let mut lines = Vec::with_capacity(refund.lines.len() + 2);
+    let mut credited = Decimal::ZERO;
+    for (line, amount) in refund.lines.iter().zip(amounts) {
+        let unit_price = (amount / line.quantity).round_dp(4);
+        credited += round(unit_price * line.quantity);
+        lines.push(CreditLine {
+            sku: Some(line.sku.trim().to_string()),
+            description: format!("Refund {}: {}", refund.number, line.sku.trim()),
+            quantity: line.quantity,
+            unit_price,
+        });
+    }
+    if refund.lines.is_empty() && !goods.is_zero() {
+        credited += goods;
+        lines.push(CreditLine {
+            sku: None,
+            description: format!("Refund {} of order {}", refund.number, refund.order_number),
+            quantity: Decimal::ONE,
+            unit_price: goods,
+        });
+    }
+    if !refund.shipping_amount.is_zero() {
+        credited += refund.shipping_amount;
+        lines.push(CreditLine {
+            sku: None,
+            description: format!("Refund {}: shipping", refund.number),
+            quantity: Decimal::ONE,
+            unit_price: refund.shipping_amount,
+        });
+    }
+    let rest = refund.amount - credited;
+    if !rest.is_zero() {
+        lines.push(CreditLine {
+            sku: None,
+            description: format!("Refund {}: amount not itemised by the lines", refund.number),
+            quantity: Decimal::ONE,
+            unit_price: rest,
+        });
+    }
+    Ok(lines)
 }
 
 /// Escapes `\`, `%` and `_` for an exact, case-insensitive match with Tryton's `ilike`.
@@ -409,6 +613,7 @@ pub fn like_exact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use erpsync_model::Record;
 
     fn dec(text: &str) -> Decimal {
         Decimal::from_str(text).unwrap()
@@ -519,5 +724,154 @@ mod tests {
         assert_eq!(change.state, OrderState::Processing);
         assert_eq!(change.fulfillment_status, Some(FulfillmentStatus::Fulfilled));
         assert_eq!(change.financial_status, Some(FinancialStatus::Pending));
+    }
+
+    #[test]
+    fn price_lists_get_tiers_groups_and_entries_from_tryton_prices() {
+        let lines = [
+            json!({"id": 1, "quantity": 10.0, "formula": "unit_price * 0.8"}),
+            json!({"id": 2, "quantity": null, "formula": "unit_price * 0.9"}),
+            json!({"id": 3, "quantity": 0.5, "formula": "unit_price"}),
+            json!({"id": 4, "quantity": 10, "formula": "unit_price * 0.7"}),
+            json!({"id": 5, "quantity": 5.0, "formula": "unit_price * 0.85"}),
+        ];
+        assert_eq!(price_tiers(&lines), [dec("1"), dec("5"), dec("10")]);
+        assert_eq!(price_tiers(&[]), [dec("1")]);
+
+        let groups = BTreeMap::from([("Wholesale".to_string(), "B2B-GOLD".to_string())]);
+        assert_eq!(customer_group_of("Wholesale", false, &groups).as_deref(), Some("B2B-GOLD"));
+        assert_eq!(customer_group_of("Wholesale", true, &groups).as_deref(), Some("B2B-GOLD"), "the mapping wins");
+        assert_eq!(customer_group_of("Retail", true, &groups), None, "the base list has no group");
+        assert_eq!(customer_group_of(" VIP ", false, &groups).as_deref(), Some("VIP"));
+
+        let list = json!({
+            "id": 7, "name": "Wholesale", "tax_included": 0,
+            "create_date": {"__class__": "datetime", "year": 2026, "month": 11, "day": 1, "hour": 0, "minute": 0, "second": 0, "microsecond": 0},
+        });
+        let changed_line = json!({"id": 1, "write_date": {"__class__": "datetime", "year": 2026, "month": 11, "day": 2, "hour": 0, "minute": 0, "second": 0, "microsecond": 0}});
+        let price = |text: &str| Some(dec(text));
+        let prices = vec![
+            // 18 from 1 on, 16 from 10 on: two entries.
+            (
+                "T-S".to_string(),
+                vec![(dec("1"), price("18.0000")), (dec("5"), price("18.0000")), (dec("10"), price("16.0000"))],
+            ),
+            // Not priced by the list at all: no entry.
+            ("MUG".to_string(), vec![(dec("1"), None), (dec("5"), None), (dec("10"), None)]),
+            // Priced only from 5 on.
+            ("CAP".to_string(), vec![(dec("1"), None), (dec("5"), price("7.5")), (dec("10"), price("7.50"))]),
+        ];
+        let converted = price_list_from_rows(&list, &[&changed_line], Currency::USD, Some("B2B-GOLD".into()), &prices);
+        assert_eq!((converted.code.as_str(), converted.name.as_str()), ("Wholesale", "Wholesale"));
+        assert_eq!(converted.customer_group.as_deref(), Some("B2B-GOLD"));
+        assert!(!converted.prices_include_tax);
+        let entries: Vec<(&str, Decimal, Decimal)> =
+            converted.entries.iter().map(|entry| (entry.sku.as_str(), entry.min_quantity, entry.price)).collect();
+        assert_eq!(
+            entries,
+            [("T-S", dec("1"), dec("18")), ("T-S", dec("10"), dec("16")), ("CAP", dec("5"), dec("7.5"))]
+        );
+        assert_eq!(converted.updated_at, changed_at(&changed_line), "a changed line dates the list");
+        assert_eq!(converted.extra.get("tryton_price_list_id"), Some(&json!(7)));
+        assert!(Record::PriceList(converted).validate().is_ok());
+    }
+
+    fn refund(amount: &str, shipping: &str, lines: &[(&str, &str, &str)]) -> Refund {
+        Refund {
+            number: "#1001-R5".into(),
+            order_number: "#1001".into(),
+            currency: Currency::EUR,
+            amount: dec(amount),
+            shipping_amount: dec(shipping),
+            lines: lines
+                .iter()
+                .map(|(sku, quantity, amount)| erpsync_model::RefundLine {
+                    sku: sku.to_string(),
+                    quantity: dec(quantity),
+                    amount: dec(amount),
+                    restock: false,
+                })
+                .collect(),
+            ..Refund::default()
+        }
+    }
+
+    fn credit_total(lines: &[CreditLine]) -> Decimal {
+        lines.iter().map(|line| (line.quantity * line.unit_price).round_dp(2)).sum()
+    }
+
+    #[test]
+    fn credit_notes_credit_lines_shipping_and_exactly_the_refunded_amount() {
+        let sale = HashMap::from([("T-S".to_string(), dec("20")), ("MUG".to_string(), dec("10"))]);
+        let shape = |lines: &[CreditLine]| -> Vec<(Option<String>, Decimal, Decimal)> {
+            lines.iter().map(|line| (line.sku.clone(), line.quantity, line.unit_price)).collect()
+        };
+        // Itemised lines and shipping.
+        let lines =
+            plan_credit_note(&refund("49.90", "4.90", &[("T-S", "2", "40"), ("MUG", "1", "5")]), &sale, 2).unwrap();
+        assert_eq!(
+            shape(&lines),
+            [
+                (Some("T-S".into()), dec("2"), dec("20")),
+                (Some("MUG".into()), dec("1"), dec("5")),
+                (None, dec("1"), dec("4.90")),
+            ]
+        );
+        assert!(lines[2].description.contains("shipping"), "{lines:?}");
+        assert_eq!(credit_total(&lines), dec("49.90"));
+        // 10.00 for 3: unit prices to 4 places, the rounding cent on a line of its own.
+        let lines = plan_credit_note(&refund("10", "0", &[("MUG", "3", "10")]), &sale, 2).unwrap();
+        assert_eq!(lines[0].unit_price, dec("3.3333"));
+        assert_eq!(credit_total(&lines), dec("10"), "{lines:?}");
+        // No lines: the amount as one line, shipping apart.
+        let lines = plan_credit_note(&refund("30", "5", &[]), &sale, 2).unwrap();
+        assert_eq!(shape(&lines), [(None, dec("1"), dec("25")), (None, dec("1"), dec("5"))]);
+        assert!(lines[0].description.contains("#1001-R5") && lines[0].description.contains("#1001"));
+        // Lines without amounts (the shop did not itemise them): the money spread by sale value.
+        let lines = plan_credit_note(&refund("24", "0", &[("T-S", "1", "0"), ("MUG", "1", "0")]), &sale, 2).unwrap();
+        assert_eq!(
+            shape(&lines),
+            [(Some("T-S".into()), dec("1"), dec("16")), (Some("MUG".into()), dec("1"), dec("8"))]
+        );
+        // More refunded than the lines say: the rest on its own line.
+        let lines = plan_credit_note(&refund("45", "0", &[("T-S", "2", "40")]), &sale, 2).unwrap();
+        assert_eq!(shape(&lines)[1], (None, dec("1"), dec("5")));
+        assert_eq!(credit_total(&lines), dec("45"));
+    }
+
+    #[test]
+    fn credit_notes_refuse_bad_refunds_naming_the_field() {
+        let sale = HashMap::from([("T-S".to_string(), dec("20"))]);
+        let refused = |refund: Refund| plan_credit_note(&refund, &sale, 2).unwrap_err();
+        assert!(
+            refused(refund("10", "0", &[("OTHER", "1", "10")]))
+                .starts_with("lines[0].sku: \"OTHER\" is not on the sale")
+        );
+        assert!(refused(refund("10", "0", &[(" ", "1", "10")])).starts_with("lines[0].sku"));
+        assert!(refused(refund("10", "0", &[("T-S", "0", "10")])).starts_with("lines[0].quantity"));
+        assert!(refused(refund("10", "0", &[("T-S", "1", "-10")])).starts_with("lines[0].amount"));
+        assert!(refused(refund("10", "12", &[])).starts_with("shipping_amount"));
+        assert!(refused(refund("0", "0", &[("T-S", "1", "0")])).starts_with("amount"));
+        assert!(refused(refund("-1", "0", &[])).starts_with("amount"));
+    }
+
+    #[test]
+    fn credit_notes_are_read_in_positive_figures() {
+        let row = json!({
+            "id": 4, "number": "INV/2026/2", "state": "posted",
+            "untaxed_amount": {"__class__": "Decimal", "decimal": "-24.00"},
+            "tax_amount": {"__class__": "Decimal", "decimal": "0"},
+            "total_amount": {"__class__": "Decimal", "decimal": "-24.00"},
+        });
+        let lines = vec![
+            (Some("T-S".to_string()), "Refund R1: T-S".to_string(), dec("-1"), dec("29"), dec("-29")),
+            (None, "Refund R1: amount not itemised by the lines".to_string(), dec("-1"), dec("-5"), dec("5")),
+        ];
+        let document = document_from_row(&row, Currency::EUR, Some("#1001".into()), lines, None);
+        assert_eq!(document.kind, DocumentKind::CreditNote);
+        assert_eq!((document.totals.subtotal, document.totals.total), (dec("24"), dec("24")));
+        assert_eq!((document.lines[0].quantity, document.lines[0].total), (dec("1"), dec("29")));
+        assert_eq!((document.lines[1].quantity, document.lines[1].total), (dec("1"), dec("-5")), "a fee kept back");
+        assert!(Record::Document(document).validate().is_ok());
     }
 }

@@ -8,10 +8,12 @@
 //!   [`crate::ConnectorError`] kinds; a call counter for benchmarks.
 //! - [`map`]: pure conversions: Tryton's encoded values (`Decimal`, `datetime`, `date`,
 //!   `bytes`) both ways, and Tryton records to and from canonical records.
-//! - [`source`]: incremental reads of products, price lists, stock levels, order status,
-//!   shipments and posted invoices with their report.
+//! - [`source`]: incremental reads of products, sale price lists (with the prices Tryton
+//!   computes per quantity tier), stock levels, order status, shipments and posted invoices and
+//!   credit notes with their report.
 //! - [`sink`]: products (templates with variants), customers (parties), orders (sales, imported
-//!   once per web shop and web id, quoted and confirmed) and order cancellation.
+//!   once per web shop and web id, quoted and confirmed), order cancellation, and refunds
+//!   (posted credit notes for the sale's customer, written once per refund number).
 //! - [`webhook`]: Tryton sends no webhooks; why, and what to use instead.
 //!
 //! The user guide is `docs/connectors/tryton.md`; the test server is `tools/tryton/ensure.py`.

@@ -1,17 +1,21 @@
 //! Writing to Tryton: products (templates with variants, created in batches), customers
 //! (parties with addresses and contact mechanisms), orders (sales, imported once per web shop
-//! and web id, then quoted and confirmed) and order status (cancellation, confirmation).
+//! and web id, then quoted and confirmed), order status (cancellation, confirmation) and
+//! refunds (credit notes for the customer of the refunded order's sale, posted).
 //!
 //! Lookup before creating: products by template code or variant code (SKU), customers by
 //! e-mail (or party code), orders by `web_shop` + `web_id`. An order is also searched right
 //! before it is created, so a replayed batch never imports it twice; a sale found in draft or
-//! quotation is taken on from where it stopped (quoted, confirmed).
+//! quotation is taken on from where it stopped (quoted, confirmed). A refund's credit note is
+//! searched by its `reference` (the refund's number) and the sale's party right before it is
+//! created, the same way; one found in draft is posted.
 
 use crate::tryton::TrytonConnector;
 use crate::tryton::client::Setup;
 use crate::tryton::config::MAX_BATCH_SIZE;
 use crate::tryton::map::{
-    TemplatePlan, encode_date, encode_decimal, id, ids, like_exact, net_unit_price, plan_template, text, variant_values,
+    TemplatePlan, decode_decimal, encode_date, encode_decimal, id, ids, like_exact, net_unit_price, plan_credit_note,
+    plan_template, text, truthy, variant_values,
 };
 use crate::{Capabilities, ConnectorError, ErrorKind, Sink, WriteBatch, WriteItem, WriteOutcome};
 use async_trait::async_trait;
@@ -28,7 +32,7 @@ impl Sink for TrytonConnector {
             EntityKind::Product | EntityKind::Customer | EntityKind::Order => {
                 Capabilities { write: true, lookup: true, ..Capabilities::default() }
             }
-            EntityKind::OrderStatus => Capabilities { write: true, ..Capabilities::default() },
+            EntityKind::OrderStatus | EntityKind::Refund => Capabilities { write: true, ..Capabilities::default() },
             _ => Capabilities::default(),
         }
     }
@@ -84,6 +88,14 @@ impl Sink for TrytonConnector {
                 for item in &batch.items {
                     let context = format!("{context}: {}", item.natural_key);
                     outcomes.push(self.write_status(item, &context).await);
+                }
+                Ok(outcomes)
+            }
+            EntityKind::Refund => {
+                let mut outcomes = Vec::with_capacity(batch.items.len());
+                for item in &batch.items {
+                    let context = format!("{context}: refund {}", item.natural_key);
+                    outcomes.push(outcome(self.write_refund(item, &context).await, item));
                 }
                 Ok(outcomes)
             }
@@ -791,6 +803,304 @@ impl TrytonConnector {
             .get(0)
             .and_then(Value::as_i64)
             .ok_or_else(|| ConnectorError::new(ErrorKind::InvalidResponse, context, "sale.sale.create returned no id"))
+    }
+
+    /// A refund as a credit note (`account.invoice` of type `out` with negative quantities)
+    /// for the party of the refunded order's sale: `(invoice id, created)`.
+    async fn write_refund(&self, item: &WriteItem, context: &str) -> Result<(i64, bool), ConnectorError> {
+        let Record::Refund(refund) = &item.record else {
+            return Err(wrong_record(context, &item.record));
+        };
+        let number = refund.number.trim();
+        let order_number = refund.order_number.trim().to_string();
+        if number.is_empty() {
+            return Err(invalid(context, "number: a refund needs its number (it is the credit note's reference)"));
+        }
+        let Some((sale, _)) =
+            self.find_sales(std::slice::from_ref(&order_number), context).await?.remove(&order_number)
+        else {
+            // The order may not be imported yet: worth waiting for.
+            return Err(ConnectorError::new(
+                ErrorKind::NotFound,
+                context,
+                format!("order_number: no sale for order {order_number:?} in tryton (not imported yet?)"),
+            )
+            .with_retryable(true));
+        };
+        let sales = self
+            .execute(
+                "sale.sale",
+                "read",
+                vec![json!([sale]), json!(["party", "invoice_address", "currency", "lines"])],
+                None,
+                context,
+            )
+            .await?;
+        let sale_row = list(sales, context, "sale.sale.read")?.into_iter().next().ok_or_else(|| {
+            ConnectorError::new(ErrorKind::NotFound, context, format!("sale {sale} vanished")).with_retryable(true)
+        })?;
+        let party = id(&sale_row, "party")
+            .ok_or_else(|| ConnectorError::new(ErrorKind::InvalidResponse, context, "the sale has no party"))?;
+        // Searched right before creating: a replayed batch or a repeated sync never credits twice.
+        let existing = self
+            .search_read(
+                "account.invoice",
+                json!([["type", "=", "out"], ["reference", "=", number], ["party", "=", party]]),
+                Some(1),
+                &["state"],
+                context,
+            )
+            .await?;
+        if let Some(found) = existing.first() {
+            let invoice = id(found, "id")
+                .ok_or_else(|| ConnectorError::new(ErrorKind::InvalidResponse, context, "an invoice without id"))?;
+            if self.config.post_credit_notes && text(found, "state").as_deref() == Some("draft") {
+                self.post_credit_note(invoice, context).await?;
+            }
+            return Ok((invoice, false));
+        }
+        let currency = id(&sale_row, "currency").unwrap_or_default();
+        let codes =
+            self.execute("currency.currency", "read", vec![json!([currency]), json!(["code"])], None, context).await?;
+        let sale_currency = codes.get(0).and_then(|row| text(row, "code")).unwrap_or_default();
+        if sale_currency != refund.currency.as_str() {
+            return Err(invalid(
+                context,
+                format!(
+                    "currency: the refund is in {}, the sale of order {order_number:?} in {sale_currency}",
+                    refund.currency
+                ),
+            ));
+        }
+        // The sale's products by SKU: their price (to spread amounts a shop did not itemise),
+        // unit and revenue account.
+        let sale_lines = self
+            .execute(
+                "sale.line",
+                "read",
+                vec![json!(ids(&sale_row, "lines")), json!(["type", "product", "unit", "unit_price"])],
+                None,
+                context,
+            )
+            .await?;
+        let sale_lines: Vec<Value> = list(sale_lines, context, "sale.line.read")?
+            .into_iter()
+            .filter(|line| text(line, "type").as_deref() == Some("line") && id(line, "product").is_some())
+            .collect();
+        let mut product_ids: Vec<i64> = sale_lines.iter().filter_map(|line| id(line, "product")).collect();
+        product_ids.sort_unstable();
+        product_ids.dedup();
+        let products = self
+            .execute("product.product", "read", vec![json!(product_ids), json!(["code", "template"])], None, context)
+            .await?;
+        let products = list(products, context, "product.product.read")?;
+        let codes: HashMap<i64, String> =
+            products.iter().filter_map(|row| Some((id(row, "id")?, text(row, "code")?))).collect();
+        // The sale's invoice lines: a credit note line credits one of them (its `origin`), as
+        // Tryton's own credit does, which ties it to the sale without touching what the sale
+        // still has to invoice (a line with the sale line as origin would count as invoiced).
+        let origins: Vec<String> =
+            sale_lines.iter().filter_map(|line| Some(format!("sale.line,{}", id(line, "id")?))).collect();
+        let invoiced = self
+            .search_read(
+                "account.invoice.line",
+                json!([["origin", "in", origins], ["invoice.type", "=", "out"], ["invoice.state", "!=", "cancelled"]]),
+                None,
+                &["origin"],
+                context,
+            )
+            .await?;
+        let invoice_line_of: HashMap<String, i64> =
+            invoiced.iter().filter_map(|row| Some((text(row, "origin")?, id(row, "id")?))).collect();
+        let mut by_sku: HashMap<String, (i64, Option<i64>, Decimal, Option<i64>)> = HashMap::new();
+        for line in &sale_lines {
+            let Some(product) = id(line, "product") else { continue };
+            let Some(sku) = codes.get(&product) else { continue };
+            let price = line.get("unit_price").and_then(decode_decimal).unwrap_or_default();
+            let invoice_line =
+                id(line, "id").and_then(|sale_line| invoice_line_of.get(&format!("sale.line,{sale_line}")));
+            by_sku.entry(sku.clone()).or_insert((product, id(line, "unit"), price, invoice_line.copied()));
+        }
+        let sale_prices: HashMap<String, Decimal> =
+            by_sku.iter().map(|(sku, (_, _, price, _))| (sku.clone(), *price)).collect();
+        let plan = plan_credit_note(refund, &sale_prices, refund.currency.minor_units())
+            .map_err(|message| invalid(context, message))?;
+        let revenue = self.revenue_accounts(&products, context).await?;
+        // Amounts without a product go to the revenue account of the first refunded product,
+        // else of the sale's first product.
+        let fallback_product = plan
+            .iter()
+            .find_map(|line| line.sku.as_ref().and_then(|sku| by_sku.get(sku)).map(|(product, ..)| *product))
+            .or_else(|| sale_lines.first().and_then(|line| id(line, "product")));
+        let account_of = |product: Option<i64>| -> Result<i64, ConnectorError> {
+            let product = product.or(fallback_product).ok_or_else(|| {
+                invalid(
+                    context,
+                    format!("the sale of order {order_number:?} has no product line to take a revenue account from"),
+                )
+            })?;
+            revenue.get(&product).copied().ok_or_else(|| {
+                invalid(
+                    context,
+                    format!(
+                        "product {} has no revenue account in tryton (give it an accounting category)",
+                        codes.get(&product).cloned().unwrap_or_else(|| product.to_string())
+                    ),
+                )
+            })
+        };
+        let mut lines = Vec::with_capacity(plan.len());
+        for line in &plan {
+            let product = line.sku.as_ref().and_then(|sku| by_sku.get(sku));
+            let mut values = json!({
+                "type": "line",
+                "description": line.description,
+                "quantity": quantity(-line.quantity),
+                "unit_price": encode_decimal(line.unit_price),
+                "account": account_of(product.map(|(product, ..)| *product))?,
+                // The line's currency must be the invoice's (it defaults to the company's).
+                "currency": currency,
+            });
+            if let Some((product, unit, _, invoice_line)) = product {
+                values["product"] = json!(product);
+                values["unit"] = json!(unit.unwrap_or(self.setup(context).await?.unit));
+                if let Some(invoice_line) = invoice_line {
+                    values["origin"] = json!(format!("account.invoice.line,{invoice_line}"));
+                }
+            }
+            lines.push(values);
+        }
+        let receivable = self.receivable_account(party, context).await?;
+        let journals =
+            self.search_read("account.journal", json!([["type", "=", "revenue"]]), Some(1), &["id"], context).await?;
+        let journal = journals
+            .first()
+            .and_then(|row| id(row, "id"))
+            .ok_or_else(|| invalid(context, "tryton has no journal of type revenue for customer invoices"))?;
+        let mut values = json!({
+            "type": "out",
+            "party": party,
+            "invoice_address": id(&sale_row, "invoice_address"),
+            "currency": currency,
+            "account": receivable,
+            "journal": journal,
+            "reference": number,
+            "description": format!("Refund {number} of order {order_number}"),
+            "comment": refund.reason,
+            "lines": [["create", lines]],
+        });
+        if let Some(refunded) = refund.refunded_at {
+            values["invoice_date"] = encode_date(refunded.date_naive());
+        }
+        let created = self.execute("account.invoice", "create", vec![json!([values])], None, context).await?;
+        let invoice = created.get(0).and_then(Value::as_i64).ok_or_else(|| {
+            ConnectorError::new(ErrorKind::InvalidResponse, context, "account.invoice.create returned no id")
+        })?;
+        if self.config.post_credit_notes {
+            self.post_credit_note(invoice, context).await?;
+        }
+        Ok((invoice, true))
+    }
+
+    /// Posts a credit note and reads its state back.
+    async fn post_credit_note(&self, invoice: i64, context: &str) -> Result<(), ConnectorError> {
+        self.execute("account.invoice", "post", vec![json!([invoice])], None, context).await?;
+        let rows =
+            self.execute("account.invoice", "read", vec![json!([invoice]), json!(["state"])], None, context).await?;
+        match rows.get(0).and_then(|row| text(row, "state")).as_deref() {
+            Some("posted" | "paid") => Ok(()),
+            other => Err(ConnectorError::new(
+                ErrorKind::InvalidResponse,
+                context,
+                format!("credit note {invoice} is in state {other:?} after post; the next retry posts it again"),
+            )),
+        }
+    }
+
+    /// The party's receivable account, else the company's default one.
+    async fn receivable_account(&self, party: i64, context: &str) -> Result<i64, ConnectorError> {
+        let rows = self
+            .execute("party.party", "read", vec![json!([party]), json!(["account_receivable"])], None, context)
+            .await?;
+        if let Some(account) = rows.get(0).and_then(|row| id(row, "account_receivable")) {
+            return Ok(account);
+        }
+        let rows = self
+            .execute(
+                "account.configuration",
+                "read",
+                vec![json!([1]), json!(["default_account_receivable"])],
+                None,
+                context,
+            )
+            .await?;
+        rows.get(0).and_then(|row| id(row, "default_account_receivable")).ok_or_else(|| {
+            invalid(context, format!("party {party} has no receivable account and tryton has no default one"))
+        })
+    }
+
+    /// Revenue account by product id (`product.product` rows with `template`): the template's
+    /// accounting category's, or its parent's when the category takes the parent's accounts.
+    async fn revenue_accounts(&self, products: &[Value], context: &str) -> Result<HashMap<i64, i64>, ConnectorError> {
+        let mut template_ids: Vec<i64> = products.iter().filter_map(|row| id(row, "template")).collect();
+        template_ids.sort_unstable();
+        template_ids.dedup();
+        let templates = self
+            .execute("product.template", "read", vec![json!(template_ids), json!(["account_category"])], None, context)
+            .await?;
+        let category_of: HashMap<i64, i64> = list(templates, context, "product.template.read")?
+            .iter()
+            .filter_map(|row| Some((id(row, "id")?, id(row, "account_category")?)))
+            .collect();
+        let mut categories: HashMap<i64, Value> = HashMap::new();
+        let mut wanted: Vec<i64> = category_of.values().copied().collect();
+        // Categories that take their parent's accounts send us up the tree, a few levels at most.
+        for _ in 0..8 {
+            wanted.retain(|category| !categories.contains_key(category));
+            wanted.sort_unstable();
+            wanted.dedup();
+            if wanted.is_empty() {
+                break;
+            }
+            let rows = self
+                .execute(
+                    "product.category",
+                    "read",
+                    vec![json!(wanted), json!(["account_revenue", "account_parent", "parent"])],
+                    None,
+                    context,
+                )
+                .await?;
+            wanted = Vec::new();
+            for row in list(rows, context, "product.category.read")? {
+                if truthy(&row, "account_parent")
+                    && let Some(parent) = id(&row, "parent")
+                {
+                    wanted.push(parent);
+                }
+                if let Some(category) = id(&row, "id") {
+                    categories.insert(category, row);
+                }
+            }
+        }
+        let revenue_of = |mut category: i64| -> Option<i64> {
+            for _ in 0..8 {
+                let row = categories.get(&category)?;
+                if truthy(row, "account_parent") {
+                    category = id(row, "parent")?;
+                    continue;
+                }
+                return id(row, "account_revenue");
+            }
+            None
+        };
+        Ok(products
+            .iter()
+            .filter_map(|row| {
+                let category = category_of.get(&id(row, "template")?)?;
+                Some((id(row, "id")?, revenue_of(*category)?))
+            })
+            .collect())
     }
 
     async fn write_status(&self, item: &WriteItem, context: &str) -> WriteOutcome {

@@ -1,5 +1,6 @@
-//! Reading from Tryton: products (templates with their variants), stock levels per warehouse,
-//! order status (sales), shipments (customer shipments) and posted invoices with their report.
+//! Reading from Tryton: products (templates with their variants), sale price lists, stock
+//! levels per warehouse, order status (sales), shipments (customer shipments) and posted
+//! invoices with their report.
 //!
 //! Incremental reads ask for rows created or written since `watermark - overlap`, ordered by
 //! id and paged by id (`id > last id`), so a page boundary never splits or repeats a row
@@ -10,24 +11,36 @@
 //!
 //! Tryton's own dates decide what changed (tryton.md §6.2): a template edit does not touch its
 //! variants' `write_date`, so products are selected on both; stock moves do not touch products
-//! at all, so stock levels are read in full every run.
+//! at all, so stock levels are read in full every run. A price list is selected when it or
+//! one of its lines was created or written.
+//!
+//! Price lists' prices are computed by Tryton, not here: Tryton's lines hold Python formulas
+//! (`unit_price * 0.9`) that only Tryton evaluates faithfully. For each quantity tier of a list
+//! (1 and every line's minimum quantity), the variants' `sale_price_uom` is read with the list
+//! and the quantity in the context: the price a sale line of that quantity gets with that list.
 
 use crate::tryton::TrytonConnector;
 use crate::tryton::map::{
-    changed_at, decode_bytes, decode_decimal, document_from_row, encode_datetime, id, ids, order_number_of,
-    order_status_from_row, product_from_rows, shipment_from_row, text,
+    TierPrices, changed_at, customer_group_of, decode_bytes, decode_decimal, document_from_row, encode_datetime, id,
+    ids, order_number_of, order_status_from_row, price_list_from_rows, price_tiers, product_from_rows,
+    shipment_from_row, text,
 };
 use crate::{Capabilities, ConnectorError, ErrorKind, ReadRequest, RecordProblem, Source, SourcePage, SourceRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use erpsync_model::{Checkpoint, Currency, EntityKind, Record, StockLevel};
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 
 /// Most rows asked for in one call, whatever the engine's page size.
 const MAX_PAGE: usize = 500;
+
+/// Most price lists per page: each one costs a price read per quantity tier and per
+/// `MAX_PAGE` variants.
+const MAX_PRICE_LISTS_PER_PAGE: usize = 10;
 
 /// Where a run is: kept in the checkpoint's cursor between pages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,7 +56,11 @@ struct RunCursor {
 impl Source for TrytonConnector {
     fn capabilities(&self, entity: EntityKind) -> Capabilities {
         let (read, incremental_read) = match entity {
-            EntityKind::Product | EntityKind::OrderStatus | EntityKind::Shipment | EntityKind::Document => (true, true),
+            EntityKind::Product
+            | EntityKind::PriceList
+            | EntityKind::OrderStatus
+            | EntityKind::Shipment
+            | EntityKind::Document => (true, true),
             EntityKind::StockLevel => (true, false),
             _ => (false, false),
         };
@@ -74,6 +91,7 @@ impl Source for TrytonConnector {
         let limit = request.page_size.clamp(1, MAX_PAGE);
         let (records, last_id, newest, full) = match request.entity {
             EntityKind::Product => self.read_products(&run, limit, &context).await?,
+            EntityKind::PriceList => self.read_price_lists(&run, limit, &context).await?,
             EntityKind::StockLevel => self.read_stock(&run, limit, &context).await?,
             EntityKind::OrderStatus => self.read_order_status(&run, limit, &context).await?,
             EntityKind::Shipment => self.read_shipments(&run, limit, &context).await?,
@@ -259,6 +277,130 @@ impl TrytonConnector {
         Ok((records, page.last_id, newest, page.full))
     }
 
+    async fn read_price_lists(
+        &self,
+        run: &RunCursor,
+        limit: usize,
+        context: &str,
+    ) -> Result<PageResult, ConnectorError> {
+        let setup = self.setup(context).await?;
+        let page = self
+            .scan(
+                Scan {
+                    model: "product.price_list",
+                    domain: vec![json!(["company", "=", setup.company])],
+                    date_fields: &["create_date", "write_date", "lines.create_date", "lines.write_date"],
+                    fields: &["name", "tax_included", "lines", "create_date", "write_date"],
+                },
+                run,
+                limit.min(MAX_PRICE_LISTS_PER_PAGE),
+                context,
+            )
+            .await?;
+        if page.rows.is_empty() {
+            return Ok((Vec::new(), page.last_id, None, page.full));
+        }
+        // The company's default sale price list is the base list: it has no customer group.
+        let configuration = self.read_rows("sale.configuration", &[1], &["sale_price_list"], context).await?;
+        let default_list = configuration.first().and_then(|row| id(row, "sale_price_list"));
+        let line_ids: Vec<i64> = page.rows.iter().flat_map(|row| ids(row, "lines")).collect();
+        let lines = self
+            .read_rows(
+                "product.price_list.line",
+                &line_ids,
+                &["price_list", "quantity", "formula", "create_date", "write_date"],
+                context,
+            )
+            .await?;
+        let lines_by_id: HashMap<i64, &Value> = lines.iter().filter_map(|row| Some((id(row, "id")?, row))).collect();
+        // Every salable variant with a SKU may be priced by a list; Tryton says which are.
+        let variants = self
+            .execute(
+                "product.product",
+                "search_read",
+                vec![
+                    json!([["template.salable", "=", true]]),
+                    json!(0),
+                    Value::Null,
+                    json!([["id", "ASC"]]),
+                    json!(["code"]),
+                ],
+                None,
+                context,
+            )
+            .await?;
+        let variants: Vec<(i64, String)> = variants
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| Some((id(row, "id")?, text(row, "code")?)))
+            .collect();
+        let mut newest = None;
+        let mut records = Vec::with_capacity(page.rows.len());
+        for row in &page.rows {
+            let list_id = id(row, "id").unwrap_or_default();
+            let origin = format!("product.price_list {list_id}");
+            let name = text(row, "name").unwrap_or_default();
+            let list_lines: Vec<&Value> =
+                ids(row, "lines").iter().filter_map(|line| lines_by_id.get(line).copied()).collect();
+            let owned_lines: Vec<Value> = list_lines.iter().map(|line| (*line).clone()).collect();
+            let raw = json!({ "price_list": row, "lines": owned_lines });
+            newest = newest.max(list_lines.iter().filter_map(|line| changed_at(line)).chain(changed_at(row)).max());
+            let tiers = price_tiers(&owned_lines);
+            let mut prices: Vec<TierPrices> =
+                variants.iter().map(|(_, sku)| (sku.clone(), Vec::with_capacity(tiers.len()))).collect();
+            let mut failure = None;
+            'tiers: for tier in &tiers {
+                for (chunk_index, chunk) in variants.chunks(MAX_PAGE).enumerate() {
+                    let variant_ids: Vec<i64> = chunk.iter().map(|(variant, _)| *variant).collect();
+                    let mut extra = Map::new();
+                    extra.insert("price_list".into(), json!(list_id));
+                    extra.insert("quantity".into(), json!(tier.to_f64().unwrap_or(1.0)));
+                    let read = self
+                        .execute(
+                            "product.product",
+                            "read",
+                            vec![json!(variant_ids), json!(["sale_price_uom"])],
+                            Some(extra),
+                            context,
+                        )
+                        .await;
+                    let rows = match read {
+                        Ok(rows) => rows,
+                        // A formula that fails for a product (Tryton checks formulas only
+                        // without a product when they are saved) fails this list, not the run.
+                        Err(error) if error.kind == ErrorKind::InvalidRequest => {
+                            failure = Some(format!(
+                                "price list {name:?} (product.price_list {list_id}): tryton could not compute its prices at quantity {tier}: {}",
+                                error.message
+                            ));
+                            break 'tiers;
+                        }
+                        Err(error) => return Err(error),
+                    };
+                    let by_id: HashMap<i64, Option<Decimal>> = rows
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|row| Some((id(row, "id")?, row.get("sale_price_uom").and_then(decode_decimal))))
+                        .collect();
+                    for (offset, (variant, _)) in chunk.iter().enumerate() {
+                        let price = by_id.get(variant).copied().flatten();
+                        prices[chunk_index * MAX_PAGE + offset].1.push((*tier, price));
+                    }
+                }
+            }
+            if let Some(message) = failure {
+                records.push(problem(list_id.to_string(), origin, message, &raw));
+                continue;
+            }
+            let group = customer_group_of(&name, default_list == Some(list_id), &self.config.price_list_groups);
+            let price_list = price_list_from_rows(row, &list_lines, setup.currency, group, &prices);
+            records.push(record(list_id.to_string(), origin, Record::PriceList(price_list), &raw));
+        }
+        Ok((records, page.last_id, newest, page.full))
+    }
+
     async fn read_stock(&self, run: &RunCursor, limit: usize, context: &str) -> Result<PageResult, ConnectorError> {
         let setup = self.setup(context).await?;
         let n_warehouses = setup.warehouses.len().max(1);
@@ -374,9 +516,35 @@ impl TrytonConnector {
         Ok((records, page.last_id, newest, page.full))
     }
 
-    /// The shop's order numbers of the sales behind `origins` (`"sale.line,<id>"` references),
-    /// by origin.
+    /// The shop's order numbers of the sales behind `origins` (`"sale.line,<id>"` references,
+    /// or `"account.invoice.line,<id>"` ones of credit note lines that credit a sale's invoice
+    /// line), by origin.
     async fn order_numbers_of_lines(
+        &self,
+        origins: &[String],
+        context: &str,
+    ) -> Result<HashMap<String, String>, ConnectorError> {
+        let credited_ids: Vec<i64> = origins
+            .iter()
+            .filter_map(|origin| origin.strip_prefix("account.invoice.line,").and_then(|id| id.parse().ok()))
+            .collect();
+        let credited = self.read_rows("account.invoice.line", &credited_ids, &["origin"], context).await?;
+        let credited: HashMap<String, String> = credited
+            .iter()
+            .filter_map(|row| Some((format!("account.invoice.line,{}", id(row, "id")?), text(row, "origin")?)))
+            .collect();
+        let all: Vec<String> = origins.iter().chain(credited.values()).cloned().collect();
+        let mut numbers = self.sale_numbers_of_lines(&all, context).await?;
+        for (credit_origin, sale_origin) in &credited {
+            if let Some(number) = numbers.get(sale_origin).cloned() {
+                numbers.insert(credit_origin.clone(), number);
+            }
+        }
+        Ok(numbers)
+    }
+
+    /// The shop's order numbers of the sales behind `"sale.line,<id>"` origins, by origin.
+    async fn sale_numbers_of_lines(
         &self,
         origins: &[String],
         context: &str,
