@@ -1110,7 +1110,20 @@ impl<'a> Executor<'a> {
                             .line_items
                             .iter()
                             .map(|(line_id, quantity, restock)| {
-                                Obj::Json(json!({"quantity": quantity, "restockType": restock, "lineItem": {"id": gid("LineItem", *line_id)}}))
+                                // What the refunded units were sold for: their share of the
+                                // line after its discount, tax included as in the line price.
+                                let line = o.line_items.iter().find(|line| line.id == *line_id);
+                                let subtotal = line.map_or(0, |line| {
+                                    (line.unit_price_cents * line.quantity - line.discount_cents) * quantity
+                                        / line.quantity.max(1)
+                                });
+                                let unit = line.map_or(0, |line| line.unit_price_cents);
+                                Obj::Json(json!({
+                                    "quantity": quantity, "restockType": restock,
+                                    "priceSet": money_bag(unit, &o.currency, &o.presentment_currency),
+                                    "subtotalSet": money_bag(subtotal, &o.currency, &o.presentment_currency),
+                                    "lineItem": {"id": gid("LineItem", *line_id), "sku": line.and_then(|line| line.sku.clone())},
+                                }))
                             })
                             .collect(),
                     )?,
