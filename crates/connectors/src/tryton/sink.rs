@@ -949,6 +949,11 @@ impl TrytonConnector {
                 )
             })
         };
+        // A line of money alone (shipping, an amount without lines) credits the sale's first
+        // invoiced line, so that the credit note is tied to the order as well when no line names
+        // a product (a refund of an amount, as Medusa makes them).
+        let fallback_origin =
+            sale_lines.iter().find_map(|line| invoice_line_of.get(&format!("sale.line,{}", id(line, "id")?))).copied();
         let mut lines = Vec::with_capacity(plan.len());
         for line in &plan {
             let product = line.sku.as_ref().and_then(|sku| by_sku.get(sku));
@@ -967,6 +972,8 @@ impl TrytonConnector {
                 if let Some(invoice_line) = invoice_line {
                     values["origin"] = json!(format!("account.invoice.line,{invoice_line}"));
                 }
+            } else if let Some(invoice_line) = fallback_origin {
+                values["origin"] = json!(format!("account.invoice.line,{invoice_line}"));
             }
             lines.push(values);
         }
