@@ -2,9 +2,10 @@
 //! Medusa 2.21 (`tools/medusa/ensure.py`), every flow both support, through `erpsync sync` of
 //! the real binary on a configuration file: products with variants and prices, stock per
 //! location, customers, orders placed through Medusa's store API checkout as a shopper does,
-//! shipments with tracking and posted invoices back to the shop. Each step checks the other side over its own API,
-//! a change made on one side shows on the other, and running every sync again writes and
-//! duplicates nothing.
+//! shipments with tracking, posted invoices back to the shop, a customer-group price list
+//! computed by Tryton into a Medusa price list, and a refund made in Medusa's admin as a posted
+//! credit note in Tryton. Each step checks the other side over its own API, a change made on
+//! one side shows on the other, and running every sync again writes and duplicates nothing.
 //!
 //! Tryton's test company keeps its books in US dollars, so the shop sells in its "Americas"
 //! region (USD) here.
@@ -29,6 +30,19 @@ currency = "USD"
 region = "Americas"
 stock_locations = { main = "Main WH" }
 
+"#;
+
+/// Flows beyond the common ones: Tryton's price lists to the shop, the shop's refunds to Tryton.
+const MORE_FLOWS: &str = r#"
+[flows.prices]
+entity = "price_list"
+source = "erp"
+target = "shop"
+
+[flows.refunds]
+entity = "refund"
+source = "shop"
+target = "erp"
 "#;
 
 async fn variant(medusa: &Medusa, sku: &str) -> Value {
@@ -57,11 +71,18 @@ async fn stocked(medusa: &Medusa, sku: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tryton_and_medusa_every_flow_end_to_end() {
     let (tryton, medusa) = tokio::join!(Tryton::start(), Medusa::start(None));
-    let config = format!("{}{}{}", tryton.system("erp"), SHOP.replace("{shop}", &medusa.url), erp_shop_flows(true));
+    let run = unique();
+    // Tryton's price list `Wholesale <run>` is for the shop's customer group `B2B <run>`.
+    let (wholesale, b2b) = (format!("Wholesale {run}"), format!("B2B {run}"));
+    let config = format!(
+        "{}price_list_groups = {{ \"{wholesale}\" = \"{b2b}\" }}\n{}{}{MORE_FLOWS}",
+        tryton.system("erp"),
+        SHOP.replace("{shop}", &medusa.url),
+        erp_shop_flows(true)
+    );
     let erpsync = Erpsync::new(&config, &[("medusa-key", medusa.api_key.as_str())]);
 
     // Products: a template with two variants (one with its own price) and a simple product.
-    let run = unique();
     let code = format!("MT{run}-");
     let mug_code = format!("MM{run}-");
     let (tee_s, tee_m, mug) = (format!("{code}S"), format!("{code}M"), format!("{mug_code}1"));
@@ -159,8 +180,73 @@ async fn tryton_and_medusa_every_flow_end_to_end() {
     // The goods left the warehouse: on hand follows; what may be sold was already down.
     erpsync.sync("stock").await;
 
+    // A B2B price list in Tryton, 10 % off the category's list prices: a Medusa override list
+    // limited to the customer group, with the prices Tryton computes.
+    tryton
+        .call(
+            "product.price_list",
+            "create",
+            vec![json!([{
+                "name": wholesale, "price": "list_price",
+                "lines": [["create", [{"category": tryton.id("account_category"), "formula": "unit_price * Decimal('0.9')"}]]],
+            }])],
+            json!({}),
+        )
+        .await;
+    let counts = erpsync.sync("prices").await;
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let groups =
+        medusa.admin_get(&format!("/admin/customer-groups?name={}&fields=id,name", b2b.replace(' ', "%20"))).await;
+    assert_eq!(groups["customer_groups"].as_array().unwrap().len(), 1, "the group exists: {groups}");
+    let group_id = groups["customer_groups"][0]["id"].as_str().unwrap().to_string();
+    let lists = price_lists(&medusa, &wholesale).await;
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert_eq!(lists[0]["type"], "override", "{}", lists[0]);
+    assert_eq!(lists[0]["rules"], json!({"customer.groups.id": [group_id]}), "limited to the group: {}", lists[0]);
+    for (sku, expected) in [(&tee_s, "18.90"), (&mug, "8.55")] {
+        let id = variant(&medusa, sku).await["id"].as_str().unwrap().to_string();
+        let found: Vec<_> = list_prices(&lists[0]).into_iter().filter(|(variant, _, _)| *variant == id).collect();
+        assert_eq!(found.len(), 1, "one price for {sku}: {found:?}");
+        let price: rust_decimal::Decimal = found[0].2.parse().unwrap();
+        assert_eq!(price, expected.parse().unwrap(), "{sku}: its list price less 10 %");
+    }
+
+    // The merchant takes the payment and refunds 10.50 in Medusa's admin: one posted credit note
+    // in Tryton for the sale's customer, over the refunded amount.
+    let order_id = order["id"].as_str().unwrap();
+    let payments = medusa.admin_get(&format!("/admin/orders/{order_id}?fields=id,*payment_collections.payments")).await;
+    let payment = payments["order"]["payment_collections"][0]["payments"][0]["id"].as_str().unwrap().to_string();
+    medusa.admin_post(&format!("/admin/payments/{payment}/capture"), json!({})).await;
+    let refunded = medusa
+        .admin_post(
+            &format!("/admin/payments/{payment}/refund?fields=id,*refunds"),
+            json!({"amount": 10.5, "note": "half a tee back"}),
+        )
+        .await;
+    let refund_id = refunded["payment"]["refunds"][0]["id"].as_str().unwrap().to_string();
+    let counts = erpsync.sync("refunds").await;
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let credit_notes = tryton.credit_notes(&refund_id).await;
+    assert_eq!(credit_notes.len(), 1, "one credit note for {refund_id}: {credit_notes:?}");
+    assert_eq!(credit_notes[0]["state"], "posted", "{}", credit_notes[0]);
+    assert_eq!(credit_notes[0]["party"], parties[0]["id"], "the sale's customer: {}", credit_notes[0]);
+    assert_eq!(tryton_decimal(&credit_notes[0]["total_amount"]), "-10.50".parse().unwrap(), "{}", credit_notes[0]);
+
+    // The posted credit note goes back to Medusa's order as a document, beside the invoice.
+    let counts = erpsync.sync("invoices").await;
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let metadata = medusa.admin_get(&format!("/admin/orders/{order_id}?fields=id,metadata")).await;
+    let metadata = &metadata["order"]["metadata"];
+    assert_eq!(metadata["erpsync_credit_note_number"], credit_notes[0]["number"], "{metadata}");
+    assert_eq!(metadata["erpsync_credit_note_total"], "10.50", "{metadata}");
+    assert_eq!(metadata["erpsync_invoice_number"], invoice_numbers[0].as_str(), "the invoice stays: {metadata}");
+
     // Everything again: nothing duplicated, and then nothing written.
-    erpsync.again_twice(&["products", "stock", "customers", "orders", "shipments", "invoices"]).await;
+    erpsync
+        .again_twice(&["products", "stock", "customers", "orders", "shipments", "invoices", "prices", "refunds"])
+        .await;
+    assert_eq!(tryton.credit_notes(&refund_id).await.len(), 1, "the refund is credited once");
+    assert_eq!(price_lists(&medusa, &wholesale).await.len(), 1, "the price list is in the shop once");
     assert_eq!(tryton.sales(&number).await.len(), 1, "the order is in Tryton once");
     let products = medusa.admin_get("/admin/products?q=Matrix&fields=id,title&limit=50").await;
     assert_eq!(products["count"], 2, "no product created twice in the shop: {products}");
