@@ -372,6 +372,31 @@ fn validate_reports_every_problem_with_file_line_and_field() {
     assert!(stderr.contains("erpsync.toml:8:") && stderr.contains("nowhere"), "{stderr}");
 }
 
+/// A spawned `erpsync` that is killed when dropped, so a failing test leaves no process behind.
+struct Reaped(std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+}
+
 fn send_sigterm(child: &std::process::Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -429,7 +454,7 @@ fn serve_runs_flows_on_their_interval_and_stops_on_sigterm() {
     let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}");
     std::fs::write(setup.root.join("erpsync.toml"), config).unwrap();
     setup.write_catalog("products.csv", &catalog(50, 1, &[]));
-    let mut child = setup.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Reaped(setup.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
 
     // The first run happens at start; a file dropped later is picked up by a later run.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -500,14 +525,17 @@ fn a_worker_serves_its_health_and_metrics_with_metrics_listen() {
     setup.write_catalog("products.csv", &catalog(20, 1, &[]));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let address = format!("127.0.0.1:{port}");
-    let mut scheduler =
-        setup.command(&["serve", "--role", "scheduler"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let mut worker = setup
-        .command(&["serve", "--role", "worker", "--metrics-listen", &address])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut scheduler = Reaped(
+        setup.command(&["serve", "--role", "scheduler"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    let mut worker = Reaped(
+        setup
+            .command(&["serve", "--role", "worker", "--metrics-listen", &address])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut last = None;
@@ -557,7 +585,7 @@ fn a_run_failing_on_every_delivery_is_listed_as_a_dead_job() {
     setup.write_catalog("products.csv", &catalog(5, 1, &[]));
     let none: Value = serde_json::from_slice(&setup.run(&["failures", "jobs", "--json"]).stdout).unwrap();
     assert_eq!(none, serde_json::json!([]));
-    let mut child = setup.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Reaped(setup.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while target_state_while_writing(&setup.root.join("shop")).len() < 5 {
         assert!(std::time::Instant::now() < deadline, "serve did not sync the catalog");
