@@ -1224,23 +1224,9 @@ impl<'a> Executor<'a> {
             "totalShippingPriceSet" => bag(o.shipping_cents),
             "totalDiscountsSet" | "currentTotalDiscountsSet" => bag(o.discount_cents()),
             "totalRefundedSet" => bag(o.refunded_cents()),
-            "totalReceivedSet" => bag(if o.financial_status == "PENDING" { 0 } else { o.total_cents() }),
-            "totalOutstandingSet" => bag(if o.financial_status == "PENDING" { o.total_cents() } else { 0 }),
-            "paymentGatewayNames" => {
-                let mut gateways: Vec<&str> = Vec::new();
-                for transaction in &o.transactions {
-                    let kind = transaction.get("kind").and_then(Json::as_str).unwrap_or_default();
-                    let succeeded = transaction.get("status").and_then(Json::as_str) == Some("SUCCESS");
-                    if succeeded
-                        && matches!(kind, "SALE" | "CAPTURE" | "AUTHORIZATION")
-                        && let Some(gateway) = transaction.get("gateway").and_then(Json::as_str)
-                        && !gateways.contains(&gateway)
-                    {
-                        gateways.push(gateway);
-                    }
-                }
-                value(json!(gateways))
-            }
+            "totalReceivedSet" => bag(o.received_cents()),
+            "totalOutstandingSet" => bag(o.total_cents() - o.received_cents()),
+            "paymentGatewayNames" => value(json!(o.gateways())),
             "taxLines" => value(json!([{
                 "title": "VAT", "rate": 0.2, "ratePercentage": 20.0,
                 "priceSet": money_bag(o.tax_cents(), &o.currency, &o.presentment_currency),

@@ -266,6 +266,29 @@ impl Order {
     pub fn refunded_cents(&self) -> i64 {
         self.refunds.iter().map(|r| r.amount_cents).sum()
     }
+
+    /// What the customer paid, before returns: nothing while payment is pending.
+    pub fn received_cents(&self) -> i64 {
+        if self.financial_status == "PENDING" { 0 } else { self.total_cents() }
+    }
+
+    /// The gateways of the order's successful sales, captures and authorizations, each once, in
+    /// the order they were used (`paymentGatewayNames`, `payment_gateway_names`).
+    pub fn gateways(&self) -> Vec<String> {
+        let mut gateways: Vec<String> = Vec::new();
+        for transaction in &self.transactions {
+            let kind = transaction.get("kind").and_then(Json::as_str).unwrap_or_default();
+            let succeeded = transaction.get("status").and_then(Json::as_str) == Some("SUCCESS");
+            if succeeded
+                && matches!(kind, "SALE" | "CAPTURE" | "AUTHORIZATION")
+                && let Some(gateway) = transaction.get("gateway").and_then(Json::as_str)
+                && !gateways.iter().any(|known| known == gateway)
+            {
+                gateways.push(gateway.to_string());
+            }
+        }
+        gateways
+    }
 }
 
 #[derive(Debug, Clone)]

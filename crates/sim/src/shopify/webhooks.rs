@@ -94,19 +94,7 @@ pub fn rest_order(state: &ShopState, id: u64) -> Json {
             "state": customer.state.to_lowercase(),
         })
     });
-    let mut gateways: Vec<String> = Vec::new();
-    for transaction in &o.transactions {
-        let kind = transaction.get("kind").and_then(Json::as_str).unwrap_or_default();
-        let succeeded = transaction.get("status").and_then(Json::as_str) == Some("SUCCESS");
-        if succeeded
-            && matches!(kind, "SALE" | "CAPTURE" | "AUTHORIZATION")
-            && let Some(gateway) = transaction.get("gateway").and_then(Json::as_str)
-            && !gateways.iter().any(|known| known == gateway)
-        {
-            gateways.push(gateway.to_string());
-        }
-    }
-    let received = if o.financial_status == "PENDING" { 0 } else { o.total_cents() };
+
     let line_items: Vec<Json> = o.line_items.iter().map(|l| json!({
         "id": l.id, "admin_graphql_api_id": gid("LineItem", l.id), "variant_id": l.variant_id, "product_id": l.product_id,
         "title": l.title, "name": l.title, "sku": l.sku, "quantity": l.quantity, "current_quantity": l.quantity - l.refunded_quantity,
@@ -142,8 +130,8 @@ pub fn rest_order(state: &ShopState, id: u64) -> Json {
         "total_shipping_price_set": price_set(o.shipping_cents),
     });
     let rest = json!({
-        "total_outstanding": decimal_rest(o.total_cents() - received),
-        "payment_gateway_names": gateways,
+        "total_outstanding": decimal_rest(o.total_cents() - o.received_cents()),
+        "payment_gateway_names": o.gateways(),
         "tax_lines": [tax_line(TAX_BASIS_POINTS, o.tax_cents())],
         "customer": customer,
         "line_items": line_items,
