@@ -157,7 +157,7 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     std::fs::write(&config_path, config(&odoo_sim.base_url(), &shop_sim.base_url(), &listen))?;
     let config = crate::load_config(&config_path)?;
     let store_url = crate::store_url(&config, &dir.join("data"))?;
-    let store = erpsync_store::open(&store_url).await.context("opening the store")?;
+    let store = erpsync_store::open_with_pool(&store_url, config.store.pool).await.context("opening the store")?;
     let engine = Arc::new(Engine::new(Arc::new(config), store));
 
     // The catalog first, so that stock and the first orders find their products in the shop.

@@ -331,7 +331,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store_url = store_url(&config, &cli.data_dir)?;
-    let store = erpsync_store::open(&store_url).await.context("opening the store")?;
+    let store = erpsync_store::open_with_pool(&store_url, config.store.pool).await.context("opening the store")?;
     let engine = match cli.command {
         // Only `serve` takes jobs from the queue (NATS with `[queue] url`).
         Command::Serve { .. } => {

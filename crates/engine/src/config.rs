@@ -40,12 +40,22 @@ pub struct Config {
 
 /// Where erpsync keeps its state: links, checkpoints, runs, dead letters, jobs, the webhook
 /// inbox, the audit log.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     /// `sqlite:///path/erpsync.db` or `postgres://...`. Default: `erpsync.db` in the data
     /// directory.
     pub url: Option<String>,
+    /// PostgreSQL connections per process (1 to 1000). A receiver taking a burst of webhooks
+    /// writes each delivery on a connection of its own: raise it for receivers, within the
+    /// server's `max_connections` over all processes. Not used by SQLite.
+    pub pool: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { url: None, pool: erpsync_store::postgres::DEFAULT_POOL }
+    }
 }
 
 /// `[queue]`: with `url`, jobs go through NATS JetStream (scale-out); without, through the
@@ -409,6 +419,13 @@ impl Config {
                                 offset,
                                 "store.url",
                                 format!("{url:?}: expected sqlite:///path/to/file.db or postgres://user@host/database"),
+                            );
+                        }
+                        if !(1..=1000).contains(&parsed.pool) {
+                            problems.push(
+                                offset,
+                                "store.pool",
+                                format!("{}: expected a number of connections from 1 to 1000", parsed.pool),
                             );
                         }
                         store = parsed;
@@ -1015,6 +1032,18 @@ interval = "5m"
         assert_eq!(flow.entity, EntityKind::Product);
         assert!(matches!(flow.trigger, Some(Trigger::Interval(d)) if d == Duration::from_secs(300)));
         assert_eq!(config.systems.len(), 2);
+    }
+
+    #[test]
+    fn the_store_pool_defaults_to_eight_and_must_be_from_1_to_1000() {
+        assert_eq!(parse(GOOD).unwrap().store.pool, 8);
+        let config = parse(&format!("[store]\nurl = \"postgres://erpsync@db/erpsync\"\npool = 32\n{GOOD}")).unwrap();
+        assert_eq!(config.store.pool, 32);
+        for bad in ["0", "1001"] {
+            let errors = parse(&format!("[store]\npool = {bad}\n{GOOD}")).unwrap_err();
+            let found: Vec<&str> = errors.0.iter().map(|problem| problem.field.as_str()).collect();
+            assert_eq!(found, vec!["store.pool"], "{errors}");
+        }
     }
 
     #[test]

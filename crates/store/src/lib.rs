@@ -207,9 +207,14 @@ impl StoreUrl {
 
 /// Opens (creating if needed) and migrates the store at `url`.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    open_with_pool(url, postgres::DEFAULT_POOL).await
+}
+
+/// [`open`] with at most `pool` connections to PostgreSQL (SQLite keeps its own fixed pools).
+pub async fn open_with_pool(url: &StoreUrl, pool: u32) -> Result<Arc<dyn Store>> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
-        StoreUrl::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        StoreUrl::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open_with_pool(url, pool).await?)),
     }
 }
 

@@ -24,8 +24,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Connections per process. Workers mostly wait on external APIs, not on the database.
-const MAX_CONNECTIONS: u32 = 8;
+/// Connections per process unless configured (`[store] pool`). Workers mostly wait on
+/// external APIs, not on the database.
+pub const DEFAULT_POOL: u32 = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PostgresStore {
@@ -40,14 +41,21 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` and applies pending migrations.
+    /// Connects to the database at `url` with [`DEFAULT_POOL`] connections at most and applies
+    /// pending migrations.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with_pool(url, DEFAULT_POOL).await
+    }
+
+    /// Connects to the database at `url` with at most `pool` connections and applies pending
+    /// migrations.
+    pub async fn open_with_pool(url: &str, pool: u32) -> Result<Self> {
         let open_error = |source| StoreError::Open { location: redact_password(url), source };
         // JIT compilation costs tens of milliseconds per query and pays off only for analytics;
         // the store's queries are short lookups over one page.
         let options = PgConnectOptions::from_str(url).map_err(open_error)?.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(pool.max(1))
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
