@@ -422,6 +422,12 @@ impl Config {
                             );
                         }
                         if !(1..=1000).contains(&parsed.pool) {
+                            let offset = value
+                                .get_ref()
+                                .as_table()
+                                .and_then(|table| table.get("pool"))
+                                .map(|pool| pool.span().start)
+                                .unwrap_or(offset);
                             problems.push(
                                 offset,
                                 "store.pool",

@@ -572,15 +572,18 @@ impl Engine {
                     partition.last = partition.last.max(inbox_id);
                     let delivery = by_id[&inbox_id];
                     if named[id] == 1
-                        && partition.body_bytes < MAX_BODY_BYTES_PER_JOB
                         && let Some(receiver) = &receiver
                         && let Some(record) = receiver.body_record(flow.entity, &delivery.topic, &delivery.body)
                         && record.source_id == id
                         && let Ok(content) = &record.content
                     {
                         let value = envelope::to_value(content);
-                        partition.body_bytes += value.to_string().len();
-                        partition.bodies.insert(id.to_string(), value);
+                        let size = value.to_string().len();
+                        // A body that would take the job over its budget is left out: fetched.
+                        if partition.body_bytes + size <= MAX_BODY_BYTES_PER_JOB {
+                            partition.body_bytes += size;
+                            partition.bodies.insert(id.to_string(), value);
+                        }
                     }
                 }
                 let entity = flow.entity.to_string();
@@ -833,7 +836,13 @@ fn decode_bodies(bodies: &BTreeMap<String, serde_json::Value>) -> HashMap<String
         .iter()
         .filter_map(|(id, value)| {
             let bytes = serde_json::to_vec(value).ok()?;
-            envelope::from_slice(&bytes).ok().map(|record| (id.clone(), record))
+            match envelope::from_slice(&bytes) {
+                Ok(record) => Some((id.clone(), record)),
+                Err(error) => {
+                    tracing::warn!(id = %id, error = %error, "A record from a webhook body does not decode; it is fetched.");
+                    None
+                }
+            }
         })
         .collect()
 }

@@ -74,8 +74,9 @@ pub async fn run_flow(
 /// longer has is skipped (a full reconciliation handles deletes).
 ///
 /// `bodies` are records of `ids` that webhook bodies carried whole: one the flow has never
-/// synced (no link from this source) is taken as it is, every other is fetched (a body may be
-/// older than what was synced: deliveries arrive unordered).
+/// processed (no link of its source id, whatever the outcome was) is taken as it is, every
+/// other is fetched (a body may be older than what was processed: deliveries arrive
+/// unordered).
 pub async fn run_records(
     ctx: &FlowContext,
     ids: &[String],
@@ -319,8 +320,8 @@ async fn run_ids(
     Ok((counts, pages, false))
 }
 
-/// The records of `chunk` given in `bodies` that the flow never synced (no link from its
-/// source to its target), as source records; the others stay to be fetched.
+/// The records of `chunk` given in `bodies` that the flow never processed (no link of their
+/// source id), as source records; the others stay to be fetched.
 async fn take_unsynced_bodies(
     ctx: &FlowContext,
     chunk: &[String],
@@ -341,7 +342,10 @@ async fn take_unsynced_bodies(
     let mut given = HashMap::new();
     for (id, state) in with_body.into_iter().zip(states) {
         let Some(record) = bodies.remove(id) else { continue };
-        if state.target_id.is_none() && state.target_hash.is_none() {
+        // No link of this source id at all: the flow never processed the record, whatever the
+        // outcome (a record skipped by a filter, failed, or written has a link). A record it
+        // did process may have been at a newer state than this body: fetched.
+        if state.record_uid.is_none() {
             let source_record = SourceRecord {
                 source_id: id.clone(),
                 origin: Some(format!("webhook body of {id}")),

@@ -264,7 +264,18 @@ async fn lock_for_opening(database: &Path) -> std::io::Result<std::fs::File> {
     let path = std::path::PathBuf::from(name);
     tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        file.lock()?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(lock = %path.display(), "Waiting for another process that is opening the store.");
+                file.lock()?;
+            }
+            // A file system without locks (some network mounts): opened without taking turns.
+            Err(std::fs::TryLockError::Error(error)) if error.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(lock = %path.display(), "The file system cannot lock files; processes opening the store at once may fail.");
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(error),
+        }
         Ok(file)
     })
     .await
