@@ -641,6 +641,8 @@ fn rest_order_node(body: &Value) -> Result<Value, String> {
     // the order's whole discount either way.
     let applications: Vec<Value> = nodes(body.get("discount_applications"))
         .into_iter()
+        // The read asks for the first 5 (`discountApplications(first: 5)`).
+        .take(5)
         .enumerate()
         .map(|(index, application)| {
             let code = (application.get("type").and_then(Value::as_str) == Some("discount_code"))
