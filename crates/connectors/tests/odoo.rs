@@ -645,8 +645,18 @@ async fn shipments_with_tracking_and_order_status_are_read() {
     let outcome = connector.write_batch(&batch(EntityKind::Order, vec![update])).await.unwrap();
     assert!(matches!(outcome[0], WriteOutcome::Updated { .. }), "{outcome:?}");
     control(&fixture.sim, "clock", json!({"advance_seconds": 5})).await;
-    let (read, _, _) = read_all(connector, EntityKind::OrderStatus, checkpoint, 100).await;
+    let (read, checkpoint, _) = read_all(connector, EntityKind::OrderStatus, checkpoint, 100).await;
     assert_eq!(state_of(&records(&read), "#7002"), Some(OrderState::Cancelled));
+
+    // An order cancelled in the shop before it reached Odoo is created, and cancelled at once.
+    let mut late = order("#7003", "SKU-0001");
+    late.cancellation = Some(Cancellation::default());
+    let outcome = connector.write_batch(&batch(EntityKind::Order, vec![item(Record::Order(late))])).await.unwrap();
+    assert!(matches!(outcome[0], WriteOutcome::Created { .. }), "{outcome:?}");
+    assert_eq!(orders_with_ref(&fixture.sim, "#7003").len(), 1);
+    control(&fixture.sim, "clock", json!({"advance_seconds": 5})).await;
+    let (read, _, _) = read_all(connector, EntityKind::OrderStatus, checkpoint, 100).await;
+    assert_eq!(state_of(&records(&read), "#7003"), Some(OrderState::Cancelled), "created and cancelled");
     fixture.sim.shutdown().await;
 }
 

@@ -703,6 +703,32 @@ impl OdooConnector {
                 Err(error) => outcomes[*index] = Some(WriteOutcome::Failed(error)),
             }
         }
+        // An order cancelled in the shop before it reached Odoo is created and cancelled at
+        // once (kept for the record, never confirmed).
+        let cancelled_before: Vec<(usize, i64)> = created
+            .iter()
+            .filter(|(index, _)| orders.iter().any(|(i, order)| i == index && order.cancellation.is_some()))
+            .copied()
+            .collect();
+        for (index, id) in &cancelled_before {
+            if let Err(error) = self.action("sale.order", "action_cancel", &[*id]).await {
+                if error.kind.is_transient() {
+                    return Err(error);
+                }
+                outcomes[*index] = Some(failed(
+                    error.kind,
+                    &context,
+                    format!("created as sale.order {id} but action_cancel failed: {}", error.message),
+                ));
+            }
+        }
+        let created: Vec<(usize, i64)> =
+            created.into_iter().filter(|(index, _)| !cancelled_before.iter().any(|(i, _)| i == index)).collect();
+        for (index, id) in &cancelled_before {
+            if outcomes[*index].is_none() {
+                outcomes[*index] = Some(done(&batch.items[*index], *id));
+            }
+        }
         if self.config.confirm_orders && !created.is_empty() {
             let ids: Vec<i64> = created.iter().map(|(_, id)| *id).collect();
             if self.action("sale.order", "action_confirm", &ids).await.is_err() {
