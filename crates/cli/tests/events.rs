@@ -152,7 +152,11 @@ impl Setup {
     }
 
     async fn serve(&self) -> Serve {
-        let child = self.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // The log goes to a file of the test's folder (kept below for a failing assertion).
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("serve.log")).unwrap();
+        let child =
+            self.command(&["serve"]).env("ERPSYNC_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap();
         let serve = Serve(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -339,4 +343,85 @@ async fn new_orders_come_from_their_webhook_bodies_and_updates_are_fetched() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     setup.expect_each_once(&placed, Duration::from_secs(10)).await;
+}
+
+/// Deliveries out of order and twice: orders cancelled in the shop right after they were
+/// placed, while the shop delivers every webhook after a random delay (so a cancellation's
+/// `orders/updated` often arrives before the order's `orders/create`) and sends some twice.
+/// Each order is in Odoo once, and in its latest state: the cancelled ones cancelled, the
+/// others not (an older body never wins over what was processed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_and_duplicate_deliveries_end_in_the_latest_state_once() {
+    let setup = setup("reconcile = \"off\"").await;
+    let _serve = setup.serve().await;
+    setup.shop.set_faults(shopify::Faults { webhook_reorder_ms: 1500, webhook_duplicates: 8, ..Default::default() });
+    let placed = setup.place(12).await;
+    let cancelled: Vec<String> = placed.iter().step_by(3).cloned().collect();
+    let gids: Vec<String> = setup.shop.with_state(|state| {
+        state
+            .orders
+            .values()
+            .filter(|order| cancelled.contains(&order.name()))
+            .map(|order| format!("gid://shopify/Order/{}", order.id))
+            .collect()
+    });
+    assert_eq!(gids.len(), cancelled.len());
+    setup.shop.advance_clock(Duration::from_secs(2));
+    for gid in &gids {
+        let response: serde_json::Value = setup
+            .client
+            .post(setup.shop.graphql_url("2026-10"))
+            .header("X-Shopify-Access-Token", setup.shop.access_token())
+            .json(&serde_json::json!({ "query": format!(
+                "mutation {{ orderCancel(orderId: \"{gid}\", reason: CUSTOMER, restock: false, refund: false) {{ job {{ id }} orderCancelUserErrors {{ message }} }} }}"
+            ) }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            response["data"]["orderCancel"]["orderCancelUserErrors"].as_array().is_some_and(Vec::is_empty),
+            "{response}"
+        );
+    }
+    setup.expect_each_once(&placed, Duration::from_secs(30)).await;
+    let states = || {
+        setup.odoo.with_state(|state| {
+            state
+                .ids("sale.order")
+                .into_iter()
+                .map(|id| {
+                    (
+                        state.raw_text("sale.order", id, "client_order_ref").unwrap_or_default(),
+                        state.raw_text("sale.order", id, "state").unwrap_or_default(),
+                    )
+                })
+                .collect::<BTreeMap<String, String>>()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = states();
+        let done = placed.iter().all(|number| {
+            let state = states.get(number).map(String::as_str);
+            if cancelled.contains(number) { state == Some("cancel") } else { state.is_some_and(|s| s != "cancel") }
+        });
+        if done {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(setup.dir.path().join("serve.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!("not every order ended in its latest state: {states:?}\nserve's log ends:\n{}", tail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    setup.expect_each_once(&placed, Duration::from_secs(5)).await;
+    let mut sent: BTreeMap<String, usize> = BTreeMap::new();
+    for delivery in setup.shop.deliveries() {
+        *sent.entry(delivery.webhook_id).or_default() += 1;
+    }
+    assert!(sent.values().any(|copies| *copies > 1), "some deliveries came twice (else the test proved less)");
 }
