@@ -516,6 +516,27 @@ async fn an_order_imported_twice_exists_once_confirmed() {
     );
 }
 
+/// An order the shop cancelled before it reached Tryton is imported (kept for the record) and
+/// cancelled, never confirmed; written again, it stays one cancelled sale.
+#[tokio::test]
+async fn an_order_cancelled_before_import_becomes_a_cancelled_sale_once() {
+    let _turn = TURN.lock().await;
+    let connector = connector();
+    let sku = unique("CXL");
+    create_product(&connector, &sku).await;
+    let number = unique("W");
+    let mut cancelled = order(&number, &format!("{}@example.com", unique("buyer")), &sku, "1");
+    cancelled.cancellation = Some(erpsync_model::Cancellation::default());
+    let record = Record::Order(cancelled);
+    let outcomes = write(&connector, vec![(None, record.clone())]).await;
+    assert!(matches!(&outcomes[0], WriteOutcome::Created { .. }), "{outcomes:?}");
+    let outcomes = write(&connector, vec![(None, record)]).await;
+    assert!(matches!(&outcomes[0], WriteOutcome::Updated { .. }), "{outcomes:?}");
+    let sales = sale_of(&connector, &number).await;
+    assert_eq!(sales.len(), 1, "{sales:?}");
+    assert_eq!(sales[0]["state"], json!("cancelled"), "{:?}", sales[0]);
+}
+
 #[tokio::test]
 async fn an_order_in_euros_with_tax_included_prices_becomes_a_net_euro_sale() {
     let _turn = TURN.lock().await;

@@ -675,12 +675,40 @@ impl TrytonConnector {
         let number = order.number.trim().to_string();
         // Searched again here, not only in lookup: a replayed batch must never import twice.
         if let Some((sale, state)) = self.find_sales(std::slice::from_ref(&number), context).await?.remove(&number) {
-            self.advance_sale(sale, &state, self.config.confirm_orders, context).await?;
+            match (order.cancellation.is_some(), state.as_str()) {
+                // Cancelled in the shop while still a draft or quotation here: cancelled, never
+                // confirmed. (A confirmed sale is cancelled through the order status flow, which
+                // says what Tryton allows.)
+                (true, "draft" | "quotation") => self.cancel_sale(sale, context).await?,
+                (true, _) => {}
+                (false, _) => {
+                    self.advance_sale(sale, &state, self.config.confirm_orders, context).await?;
+                }
+            }
             return Ok((sale, false));
         }
         let sale = self.create_sale(order, shop, &setup, context).await?;
-        self.advance_sale(sale, "draft", self.config.confirm_orders, context).await?;
+        if order.cancellation.is_some() {
+            // Cancelled in the shop before it reached Tryton: kept for the record, cancelled.
+            self.cancel_sale(sale, context).await?;
+        } else {
+            self.advance_sale(sale, "draft", self.config.confirm_orders, context).await?;
+        }
         Ok((sale, true))
+    }
+
+    /// Cancels a draft or quotation sale and reads its state back.
+    async fn cancel_sale(&self, sale: i64, context: &str) -> Result<(), ConnectorError> {
+        self.execute("sale.sale", "cancel", vec![json!([sale])], None, context).await?;
+        let rows = self.execute("sale.sale", "read", vec![json!([sale]), json!(["state"])], None, context).await?;
+        match rows.get(0).and_then(|row| text(row, "state")).as_deref() {
+            Some("cancelled") => Ok(()),
+            other => Err(ConnectorError::new(
+                ErrorKind::InvalidResponse,
+                context,
+                format!("sale {sale} is in state {other:?} after cancel"),
+            )),
+        }
     }
 
     async fn create_sale(&self, order: &Order, shop: i64, setup: &Setup, context: &str) -> Result<i64, ConnectorError> {
@@ -1130,17 +1158,8 @@ impl TrytonConnector {
         match (change.state, state.as_str()) {
             (OrderState::Cancelled, "cancelled") => Ok(sale),
             (OrderState::Cancelled, "draft" | "quotation") => {
-                self.execute("sale.sale", "cancel", vec![json!([sale])], None, context).await?;
-                let rows =
-                    self.execute("sale.sale", "read", vec![json!([sale]), json!(["state"])], None, context).await?;
-                match rows.get(0).and_then(|row| text(row, "state")).as_deref() {
-                    Some("cancelled") => Ok(sale),
-                    other => Err(ConnectorError::new(
-                        ErrorKind::InvalidResponse,
-                        context,
-                        format!("sale {sale} is in state {other:?} after cancel"),
-                    )),
-                }
+                self.cancel_sale(sale, context).await?;
+                Ok(sale)
             }
             (OrderState::Cancelled, other) => Err(invalid(
                 context,
