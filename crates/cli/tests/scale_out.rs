@@ -162,6 +162,7 @@ public_url = "http://{listen}"
 [engine]
 lease = "3s"
 concurrency = 4
+coalesce_above = {coalesce_above}
 
 [systems.odoo]
 type = "odoo"
@@ -271,6 +272,9 @@ async fn scenario(store: Option<&str>, queue: Option<&str>) -> Scenario {
     std::fs::write(
         dir.path().join("erpsync.toml"),
         CONFIG
+            // A round of orders arrives as record jobs, not as one pull (which would also
+            // leave nothing to run side by side), at every size.
+            .replace("{coalesce_above}", &(2 * order_count() / ROUNDS).max(200).to_string())
             .replace("{store}", &store)
             .replace("{queue}", &queue)
             .replace("{listen}", &listen)
