@@ -14,7 +14,7 @@
 //! Sizes: the issue names 20,000 products and 5,000 orders; a debug build on 2 shared cores
 //! runs this with [`catalog_size`] (1,500) and [`order_count`] (300) by default, in about two minutes for
 //! both scenarios; `ERPSYNC_SCALE_PRODUCTS=20000 ERPSYNC_SCALE_ORDERS=5000` runs the full size
-//! (it passed in 19 minutes on this machine's debug build, with other builds running). `cargo xtask bench-scale` runs 5,000 orders in release (orders only: the
+//! (about 19 minutes in a debug build on this 2-core machine). `cargo xtask bench-scale` runs 5,000 orders in release (orders only: the
 //! catalog is synced before the measurement). PostgreSQL at 127.0.0.1:5432 (`ERPSYNC_TEST_POSTGRES_URL`) and NATS
 //! at 127.0.0.1:4222 (`ERPSYNC_TEST_NATS_URL`) must run; when they do not, the test fails saying
 //! so.
