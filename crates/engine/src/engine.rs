@@ -801,20 +801,6 @@ fn digest(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_local_worker_detection() {
-        let me = WorkerId::for_this_process();
-        assert!(!WorkerId::is_dead_local(&me.0));
-        let dead = format!("{}:{}:0000", host_name(), u32::MAX - 1);
-        assert!(WorkerId::is_dead_local(&dead));
-        assert!(!WorkerId::is_dead_local("other-host:1:0000"));
-    }
-}
-
 /// The records of one partition of an inbox batch, for one job.
 #[derive(Default)]
 struct Partition {
@@ -845,4 +831,18 @@ fn decode_bodies(bodies: &BTreeMap<String, serde_json::Value>) -> HashMap<String
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_local_worker_detection() {
+        let me = WorkerId::for_this_process();
+        assert!(!WorkerId::is_dead_local(&me.0));
+        let dead = format!("{}:{}:0000", host_name(), u32::MAX - 1);
+        assert!(WorkerId::is_dead_local(&dead));
+        assert!(!WorkerId::is_dead_local("other-host:1:0000"));
+    }
 }
