@@ -41,19 +41,33 @@ fn run(command: &mut Command, what: &str) {
     );
 }
 
-/// A venv under target/ with aiosmtpd from PyPI; its python.
+/// A venv under target/ with aiosmtpd from PyPI; its python. Made once: the tests of this file
+/// run at once and would each start making it on a clean checkout, so they take turns (a lock
+/// in the process, and a lock file against other test processes).
 fn aiosmtpd_python() -> PathBuf {
-    let venv = workspace_root().join("target/aiosmtpd-venv");
-    let python = venv.join("bin/python");
-    let ready = Command::new(&python).args(["-c", "import aiosmtpd"]).output().is_ok_and(|out| out.status.success());
-    if !ready {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv (Python 3 is needed)");
-        run(
-            Command::new(&python).args(["-m", "pip", "install", "--quiet", "aiosmtpd"]),
-            "pip install aiosmtpd (PyPI must be reachable)",
-        );
-    }
-    python
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let target = workspace_root().join("target");
+            std::fs::create_dir_all(&target).expect("target/ can be created");
+            let lock = std::fs::File::create(target.join("aiosmtpd-venv.lock")).expect("the venv's lock file");
+            lock.lock().expect("locking the venv's lock file");
+            let venv = target.join("aiosmtpd-venv");
+            let python = venv.join("bin/python");
+            let ready =
+                Command::new(&python).args(["-c", "import aiosmtpd"]).output().is_ok_and(|out| out.status.success());
+            if !ready {
+                // What a run stopped half-way left behind is made again.
+                let _ = std::fs::remove_dir_all(&venv);
+                run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv (Python 3 is needed)");
+                run(
+                    Command::new(&python).args(["-m", "pip", "install", "--quiet", "aiosmtpd"]),
+                    "pip install aiosmtpd (PyPI must be reachable)",
+                );
+            }
+            python
+        })
+        .clone()
 }
 
 /// A certificate authority and a certificate for 127.0.0.1 signed by it, in `dir`.
