@@ -18,8 +18,10 @@ impl ContentHash {
     }
 
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = hex::decode(text).ok()?;
-        Some(Self(bytes.try_into().ok()?))
+        // Decoded in place: the store hands back a hash per record of every page it looks up.
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -198,8 +198,16 @@ impl FromStr for Currency {
     type Err = CurrencyError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let upper = text.trim().to_ascii_uppercase();
-        match CURRENCIES.binary_search_by(|(code, _)| code.cmp(&upper.as_str())) {
+        // Upper-cased on the stack: this runs for every price of every record read.
+        let trimmed = text.trim().as_bytes();
+        let mut upper = [0u8; 3];
+        if trimmed.len() != 3 {
+            return Err(CurrencyError { code: text.to_string() });
+        }
+        for (to, from) in upper.iter_mut().zip(trimmed) {
+            *to = from.to_ascii_uppercase();
+        }
+        match CURRENCIES.binary_search_by(|(code, _)| code.as_bytes().cmp(&upper[..])) {
             Ok(index) => {
                 let bytes = CURRENCIES[index].0.as_bytes();
                 Ok(Currency([bytes[0], bytes[1], bytes[2]]))

@@ -309,6 +309,7 @@ impl FilesConnector {
             encoding,
             pending: None,
             finished: false,
+            last_row: (0, 0),
         };
         let mut emitted = 0;
         let result = loop {
@@ -611,6 +612,9 @@ struct CsvRows {
     encoding: &'static Encoding,
     pending: Option<RawRow>,
     finished: bool,
+    /// The size of the last row read: the next row's buffers start that big instead of
+    /// growing from nothing, field by field.
+    last_row: (usize, usize),
 }
 
 impl CsvRows {
@@ -621,7 +625,7 @@ impl CsvRows {
             }
             let start = self.reader.position().clone();
             self.reader.get_mut().set_limit(start.byte(), MAX_ROW_BYTES);
-            let mut record = ByteRecord::new();
+            let mut record = ByteRecord::with_capacity(self.last_row.0 + 16, self.last_row.1.max(self.layout.width()));
             match self.reader.read_byte_record(&mut record) {
                 Ok(false) => return Ok(None),
                 Ok(true) => {}
@@ -632,6 +636,7 @@ impl CsvRows {
                 }
                 Err(error) => return Err(into_io(error)),
             }
+            self.last_row = (record.as_slice().len(), record.len());
             let position = record.position().cloned().unwrap_or(start);
             let number = position.record() + 1;
             if record.iter().all(|field| field.iter().all(u8::is_ascii_whitespace)) {
