@@ -10,7 +10,7 @@ use erpsync_connectors::{
     ConnectorError, DeleteItem, DeleteMode, ReadRequest, Sink, Source, SourcePage, SourceRecord, WriteBatch, WriteItem,
     WriteOutcome,
 };
-use erpsync_mapping::{Applied, Mapping, RecordMappingError};
+use erpsync_mapping::Applied;
 use erpsync_model::{Checkpoint, ContentHash, Record, envelope};
 use erpsync_store::{
     LinkQuery, LinkQueryItem, NewDeadLetter, NewRun, PageCommit, RecordAction, RecordOutcome, RecordUid, RunCounts,
@@ -190,7 +190,7 @@ async fn run_pages(
     let flow = &ctx.flow;
     let mut counts = RunCounts::default();
     let mut pages = 0u64;
-    let mut checkpoint = if options.full {
+    let checkpoint = if options.full {
         Checkpoint::default()
     } else {
         match ctx.store.checkpoint(&flow.name, &flow.source).await {
@@ -204,43 +204,31 @@ async fn run_pages(
             return Err((error.into(), counts, pages));
         }
     }
-    // The next page is read while the current one is processed: reading (file parsing, API
-    // calls) and writing (target calls, the store commit) then overlap. The read-ahead only
-    // depends on the checkpoint the current page ends at, never on what processing stores.
-    let mut read_ahead: Option<ReadAhead> = None;
+    // Pages flow through three stages at once: the source reads a page, the page before it is
+    // prepared (mapped, validated, hashed), and the one before that goes to the store and the
+    // target. Reading only depends on the checkpoint the previous page ends at, and preparing
+    // on nothing stored, so neither waits for what processing stores.
+    let track_seen = options.full && !options.dry_run && flow.on_delete != DeleteMode::Ignore;
+    let mut pipeline = Pipeline::start(ctx, checkpoint, shutdown, track_seen);
     // A full run that reads to the end sees every record of the source: what is linked but
     // was not seen was deleted there.
     // Kept as 64-bit hashes of the source ids (8 bytes each, not the ids): a collision could
     // only keep a deleted record, never delete a present one.
-    let mut seen: Option<HashSet<u64>> =
-        (options.full && !options.dry_run && flow.on_delete != DeleteMode::Ignore).then(HashSet::new);
+    let mut seen: Option<HashSet<u64>> = track_seen.then(HashSet::new);
     loop {
         if shutdown.is_requested() {
             return Ok((counts, pages, true));
         }
-        let read = match read_ahead.take() {
-            Some(ahead) => ahead.finish().await,
-            None => read_page_with_retry(ctx.clone(), checkpoint.clone(), shutdown.clone()).await,
-        };
-        let page = match read {
+        let page = match pipeline.next().await {
             Ok(Some(page)) => page,
             Ok(None) => return Ok((counts, pages, true)),
             Err(error) => return Err((error, counts, pages)),
         };
-        let done = page.done;
-        let next_checkpoint = page.checkpoint.clone();
-        if !done {
-            read_ahead = Some(ReadAhead(tokio::spawn(read_page_with_retry(
-                ctx.clone(),
-                next_checkpoint.clone(),
-                shutdown.clone(),
-            ))));
-        }
         if let Some(seen) = seen.as_mut() {
-            seen.extend(page.records.iter().map(|record| id_hash(&record.source_id)));
+            seen.extend(page.seen);
         }
         let processed =
-            process_page(ctx, run_id, page.records, Some(next_checkpoint.clone()), options.dry_run, shutdown).await;
+            finish_page(ctx, run_id, page.prepared, Some(page.checkpoint.clone()), options.dry_run, shutdown).await;
         match processed {
             Ok(page_counts) => {
                 add_counts(&mut counts, &page_counts);
@@ -249,8 +237,7 @@ async fn run_pages(
             }
             Err(error) => return Err((error, counts, pages)),
         }
-        checkpoint = next_checkpoint;
-        if done {
+        if page.done {
             // A run with failures may have missed records, so it never deletes.
             if let Some(seen) = seen
                 && counts.failed == 0
@@ -261,6 +248,106 @@ async fn run_pages(
                 }
             }
             return Ok((counts, pages, false));
+        }
+    }
+}
+
+/// A page out of the read and prepare stages.
+struct PipelinedPage {
+    prepared: PreparedPage,
+    /// Where the source goes on after this page.
+    checkpoint: Checkpoint,
+    done: bool,
+    /// Hashes of the page's source ids, when the run looks for deleted records.
+    seen: Vec<u64>,
+}
+
+type StageResult<T> = Result<Option<T>, EngineError>;
+
+/// The read and prepare stages of a run, each a task, handing pages on through channels of one
+/// page. Each stage takes its channel's slot before it starts on a page, so besides the page the
+/// run is storing at most one page is being read or waits, and one is being prepared or waits. `Ok(None)`: stopped by a shutdown while waiting to
+/// retry a read. Dropping the pipeline (the run ended early) stops both tasks.
+struct Pipeline {
+    pages: tokio::sync::mpsc::Receiver<StageResult<PipelinedPage>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Pipeline {
+    fn start(ctx: &FlowContext, checkpoint: Checkpoint, shutdown: &Shutdown, track_seen: bool) -> Pipeline {
+        let (read_tx, mut read_rx) = tokio::sync::mpsc::channel::<StageResult<SourcePage>>(1);
+        let (page_tx, pages) = tokio::sync::mpsc::channel(1);
+        let reader = {
+            let ctx = ctx.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut checkpoint = checkpoint;
+                loop {
+                    // The slot first, then the read: a page is read only once the one before
+                    // it went on to be prepared, which bounds the pages in memory.
+                    let Ok(slot) = read_tx.reserve().await else { return };
+                    let read = read_page_with_retry(ctx.clone(), checkpoint.clone(), shutdown.clone()).await;
+                    let last = !matches!(&read, Ok(Some(page)) if !page.done);
+                    if let Ok(Some(page)) = &read {
+                        checkpoint = page.checkpoint.clone();
+                    }
+                    slot.send(read);
+                    if last {
+                        return;
+                    }
+                }
+            })
+        };
+        let flow = ctx.flow.clone();
+        let preparer = tokio::spawn(async move {
+            loop {
+                let Ok(slot) = page_tx.reserve().await else { return };
+                let Some(read) = read_rx.recv().await else { return };
+                let page = match read {
+                    Ok(Some(page)) => {
+                        let SourcePage { records, checkpoint, done } = page;
+                        let seen = if track_seen {
+                            records.iter().map(|record| id_hash(&record.source_id)).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        prepare_page(&flow, records)
+                            .await
+                            .map(|prepared| Some(PipelinedPage { prepared, checkpoint, done, seen }))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(error) => Err(error),
+                };
+                slot.send(page);
+            }
+        });
+        Pipeline { pages, tasks: [reader, preparer] }
+    }
+
+    async fn next(&mut self) -> StageResult<PipelinedPage> {
+        match self.pages.recv().await {
+            Some(page) => page,
+            // Both stages end only after sending their last page or error, unless a task
+            // panicked: surface the panic.
+            None => {
+                for task in &mut self.tasks {
+                    if task.is_finished()
+                        && let Err(error) = task.await
+                        && error.is_panic()
+                    {
+                        std::panic::resume_unwind(error.into_panic());
+                    }
+                }
+                Err(EngineError::Stopped { flow: String::new(), reason: "the read and prepare stages ended".into() })
+            }
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
@@ -384,26 +471,6 @@ async fn run_in_pages(
     Ok((counts, pages, false))
 }
 
-/// A page being read in the background; dropping it (an error or shutdown ended the run)
-/// stops the read.
-struct ReadAhead(tokio::task::JoinHandle<Result<Option<SourcePage>, EngineError>>);
-
-impl ReadAhead {
-    async fn finish(mut self) -> Result<Option<SourcePage>, EngineError> {
-        match (&mut self.0).await {
-            Ok(result) => result,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => Err(EngineError::Stopped { flow: String::new(), reason: format!("reading ahead: {error}") }),
-        }
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 fn add_counts(total: &mut RunCounts, page: &RunCounts) {
     total.read += page.read;
     total.created += page.created;
@@ -472,14 +539,43 @@ pub(crate) async fn process_page(
     dry_run: bool,
     shutdown: &Shutdown,
 ) -> Result<RunCounts, EngineError> {
-    let flow = &ctx.flow;
+    let prepared = prepare_page(&ctx.flow, records).await?;
+    finish_page(ctx, run_id, prepared, checkpoint_after, dry_run, shutdown).await
+}
+
+/// A page made ready for the store: each record mapped, validated, keyed and hashed (a
+/// candidate), or already given its outcome (unreadable, not mappable, invalid, twice in the
+/// page, skipped by the filter). Nothing in it depends on the store or the target.
+pub(crate) struct PreparedPage {
+    outcomes: Vec<Option<RecordOutcome>>,
+    candidates: Vec<Candidate>,
+}
+
+/// Prepares a page on a blocking thread: mapping evaluates JSONata with a time limit per
+/// expression, and hashing a page is milliseconds of CPU, so neither belongs on the async
+/// threads; and a full run prepares the next page while the store takes the current one.
+async fn prepare_page(flow: &FlowConfig, records: Vec<SourceRecord>) -> Result<PreparedPage, EngineError> {
+    let flow = flow.clone();
+    let task = tokio::task::spawn_blocking(move || prepare_records(&flow, records));
+    match task.await {
+        Ok(prepared) => Ok(prepared),
+        // The mapping crate contains panics of the expression engine itself; anything else is
+        // a bug worth its backtrace.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(EngineError::Stopped { flow: String::new(), reason: format!("preparing a page: {error}") }),
+    }
+}
+
+fn prepare_records(flow: &FlowConfig, records: Vec<SourceRecord>) -> PreparedPage {
     let mut outcomes: Vec<Option<RecordOutcome>> = (0..records.len()).map(|_| None).collect();
     let mut candidates: Vec<Candidate> = Vec::with_capacity(records.len());
     let mut first_in_page: HashMap<String, Option<String>> = HashMap::with_capacity(records.len());
-
-    // Mapping evaluates JSONata with a time limit per expression: off the async threads.
-    let (records, mapped) = map_page(&flow.mapping, records).await?;
-    for ((index, source_record), applied) in records.into_iter().enumerate().zip(mapped) {
+    for (index, source_record) in records.into_iter().enumerate() {
+        // `None`: nothing to map (the identity mapping, or an unreadable record).
+        let applied = match &source_record.content {
+            Ok(record) if !flow.mapping.is_identity() => Some(flow.mapping.apply(record)),
+            _ => None,
+        };
         let SourceRecord { source_id, origin, origin_group, content } = source_record;
         let where_ = origin.clone().unwrap_or_else(|| source_id.clone());
         let source_record = match content {
@@ -601,7 +697,21 @@ pub(crate) async fn process_page(
             note: None,
         });
     }
+    PreparedPage { outcomes, candidates }
+}
 
+/// Takes a prepared page to the store and the target: resolves links, skips what is unchanged,
+/// writes the rest, and commits every outcome with the checkpoint.
+async fn finish_page(
+    ctx: &FlowContext,
+    run_id: RunId,
+    prepared: PreparedPage,
+    checkpoint_after: Option<Checkpoint>,
+    dry_run: bool,
+    shutdown: &Shutdown,
+) -> Result<RunCounts, EngineError> {
+    let flow = &ctx.flow;
+    let PreparedPage { mut outcomes, candidates } = prepared;
     let states = if candidates.is_empty() {
         Vec::new()
     } else {
@@ -794,30 +904,6 @@ pub(crate) async fn process_page(
         .await?;
     crate::metrics::page_committed(&flow.name, entity.as_str(), &counts);
     Ok(counts)
-}
-
-type MappedPage = (Vec<SourceRecord>, Vec<Option<Result<Applied, RecordMappingError>>>);
-
-/// Applies the flow's mapping to every readable record of a page, on a blocking thread.
-/// `None` per record when there is nothing to map (identity mapping, or an unreadable record).
-async fn map_page(mapping: &Mapping, records: Vec<SourceRecord>) -> Result<MappedPage, EngineError> {
-    if mapping.is_identity() {
-        let none = records.iter().map(|_| None).collect();
-        return Ok((records, none));
-    }
-    let mapping = mapping.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let mapped =
-            records.iter().map(|record| record.content.as_ref().ok().map(|record| mapping.apply(record))).collect();
-        (records, mapped)
-    });
-    match task.await {
-        Ok(result) => Ok(result),
-        // The mapping crate contains panics of the expression engine itself; anything else is
-        // a bug worth its backtrace.
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => Err(EngineError::Stopped { flow: String::new(), reason: format!("mapping task: {error}") }),
-    }
 }
 
 /// Writes the records in batches the sink accepts, retrying transient failures with backoff,
