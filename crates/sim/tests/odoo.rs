@@ -921,6 +921,82 @@ async fn pricelist_tiers_price_new_order_lines() {
 }
 
 #[tokio::test]
+async fn wholesale_products_get_prices_of_their_own_with_a_tier() {
+    let default = start_seeded().await;
+    let config = SeedConfig { wholesale_products: 2, ..SeedConfig::default() };
+    let sim = OdooSim::start(OdooSimConfig { seed: Some(config), ..OdooSimConfig::default() }).await.expect("starts");
+    // The catalog is the default seed's; Wholesale has two rules more per product.
+    let fields = json!({"fields": ["default_code", "lst_price", "write_date"], "order": "id asc"});
+    let catalog = call(&sim, "product.product", "search_read", json!([[]]), fields.clone()).await;
+    assert_eq!(catalog, call(&default, "product.product", "search_read", json!([[]]), fields).await);
+    let items = call(
+        &sim,
+        "product.pricelist.item",
+        "search_read",
+        json!([[["pricelist_id.name", "=", "Wholesale"], ["applied_on", "=", "1_product"]]]),
+        json!({"fields": ["product_tmpl_id", "min_quantity", "percent_price"], "order": "id"}),
+    )
+    .await;
+    let rules: Vec<(i64, f64, f64)> = items
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|item| {
+            (
+                item["product_tmpl_id"][0].as_i64().expect("template"),
+                item["min_quantity"].as_f64().expect("quantity"),
+                item["percent_price"].as_f64().expect("percent"),
+            )
+        })
+        .collect();
+    let templates = call(&sim, "product.template", "search", json!([[]]), json!({"order": "id", "limit": 2})).await;
+    let (first, second) = (templates[0].as_i64().expect("id"), templates[1].as_i64().expect("id"));
+    assert_eq!(rules, [(first, 1.0, 15.0), (first, 10.0, 25.0), (second, 1.0, 15.0), (second, 10.0, 25.0)]);
+    // A wholesale customer's order lines take the product's rules before the catalog-wide ones.
+    let customer = call(
+        &sim,
+        "res.partner",
+        "search",
+        json!([[["category_id.name", "=", "Wholesale"], ["parent_id", "=", false]]]),
+        json!({"limit": 1}),
+    )
+    .await[0]
+        .clone();
+    let variant = call(
+        &sim,
+        "product.product",
+        "search_read",
+        json!([[["product_tmpl_id", "=", first]]]),
+        json!({"fields": ["lst_price"], "limit": 1}),
+    )
+    .await;
+    let list_price = variant[0]["lst_price"].as_f64().expect("price");
+    let lines: Vec<Value> = [1, 10, 50]
+        .iter()
+        .map(|quantity| json!([0, 0, {"product_id": variant[0]["id"], "product_uom_qty": quantity}]))
+        .collect();
+    let order =
+        call(&sim, "sale.order", "create", json!([{"partner_id": customer, "order_line": lines}]), json!({})).await;
+    let prices = call(
+        &sim,
+        "sale.order.line",
+        "search_read",
+        json!([[["order_id", "=", order]]]),
+        json!({"fields": ["price_unit"], "order": "id"}),
+    )
+    .await;
+    let prices: Vec<f64> =
+        prices.as_array().expect("rows").iter().filter_map(|line| line["price_unit"].as_f64()).collect();
+    let expected: Vec<f64> = [15.0, 25.0, 25.0]
+        .iter()
+        .map(|percent| ((list_price * (1.0 - percent / 100.0)) * 100.0).round() / 100.0)
+        .collect();
+    assert_eq!(prices, expected);
+    default.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn name_search_fields_get_and_denied_access() {
     let sim = start().await;
     call(

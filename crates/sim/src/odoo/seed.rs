@@ -26,6 +26,11 @@ pub struct SeedConfig {
     pub warehouses: usize,
     pub customers: usize,
     pub orders: usize,
+    /// The first this many templates also get Wholesale prices of their own: 15 % off from one
+    /// unit and 25 % off from ten (a quantity tier), rules on the product that a connector can
+    /// read as prices per SKU, unlike the catalog-wide tiers every seed has. 0 (the default)
+    /// adds none and leaves the seed's records as they were.
+    pub wholesale_products: usize,
     /// The instant seeding starts at; records are stamped from it, a second per few records.
     pub start: String,
 }
@@ -40,6 +45,7 @@ impl Default for SeedConfig {
             warehouses: 2,
             customers: 10,
             orders: 6,
+            wholesale_products: 0,
             start: "2024-01-01 08:00:00".into(),
         }
     }
@@ -185,6 +191,7 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
     summary.warehouses = stock_locations.len();
 
     // Catalog.
+    let mut templates: Vec<i64> = Vec::new();
     let mut variants: Vec<(i64, i64, f64)> = Vec::new();
     for index in 0..config.products {
         let name = format!("{} {}", ADJECTIVES[rng.random_range(0..ADJECTIVES.len())], NOUNS[index % NOUNS.len()]);
@@ -210,6 +217,7 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
         );
         seeder.state.skip_default_variant = false;
         let template = template?;
+        templates.push(template);
         summary.templates += 1;
         let values: Vec<(&str, i64)> = if variant_count == 1 {
             Vec::new()
@@ -281,6 +289,14 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
             "product.pricelist.item",
             json!({"pricelist_id": pricelists[2], "applied_on": "1_product", "product_tmpl_id": template, "compute_price": "fixed", "fixed_price": (price * 0.8 * 100.0).round() / 100.0}),
         )?;
+    }
+    for template in templates.iter().take(config.wholesale_products) {
+        for (min_quantity, percent) in [(1.0, 15.0), (10.0, 25.0)] {
+            seeder.create(
+                "product.pricelist.item",
+                json!({"pricelist_id": pricelists[1], "applied_on": "1_product", "product_tmpl_id": template, "compute_price": "percentage", "percent_price": percent, "min_quantity": min_quantity}),
+            )?;
+        }
     }
     summary.pricelists = pricelists.len();
 
