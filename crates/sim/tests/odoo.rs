@@ -997,6 +997,47 @@ async fn wholesale_products_get_prices_of_their_own_with_a_tier() {
 }
 
 #[tokio::test]
+async fn invoice_control_posts_an_invoice_per_order() {
+    let sim = start_seeded().await;
+    let invoices_before = call(&sim, "account.move", "search_count", json!([[]]), json!({})).await;
+    let created = control(&sim, "orders", json!({"count": 3, "seed": 3, "confirm": true})).await;
+    let orders: Vec<i64> = created["ids"].as_array().expect("ids").iter().filter_map(Value::as_i64).collect();
+    // Delivered only: nothing of the new orders has left the warehouse yet.
+    let invoiced = control(&sim, "invoice", json!({"order_ids": orders, "delivered": true})).await;
+    assert_eq!(invoiced["ids"], json!([]));
+    control(&sim, "ship", json!({"order_ids": [orders[0]]})).await;
+    let invoiced = control(&sim, "invoice", json!({"order_ids": orders, "delivered": true})).await;
+    let invoice = invoiced["ids"][0].as_i64().expect("an invoice");
+    assert_eq!(invoiced["ids"].as_array().map(Vec::len), Some(1));
+    let order =
+        call(&sim, "sale.order", "read", json!([[orders[0]], ["name", "amount_total", "invoice_status"]]), json!({}))
+            .await[0]
+            .clone();
+    let move_row = call(
+        &sim,
+        "account.move",
+        "read",
+        json!([[invoice], ["name", "move_type", "state", "invoice_origin", "amount_total"]]),
+        json!({}),
+    )
+    .await[0]
+        .clone();
+    assert_eq!(move_row["move_type"], "out_invoice");
+    assert_eq!(move_row["state"], "posted");
+    assert!(move_row["name"].as_str().is_some_and(|name| name.starts_with("INV/")), "{move_row}");
+    assert_eq!(move_row["invoice_origin"], order["name"]);
+    assert_eq!(move_row["amount_total"], order["amount_total"]);
+    assert_eq!(order["invoice_status"], "invoiced");
+    // Without `delivered`, the other two; then nothing is left to invoice.
+    let invoiced = control(&sim, "invoice", json!({"order_ids": orders})).await;
+    assert_eq!(invoiced["ids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(control(&sim, "invoice", json!({"order_ids": orders})).await["ids"], json!([]));
+    let invoices_after = call(&sim, "account.move", "search_count", json!([[]]), json!({})).await;
+    assert_eq!(invoices_after.as_i64(), invoices_before.as_i64().map(|count| count + 3));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn name_search_fields_get_and_denied_access() {
     let sim = start().await;
     call(

@@ -436,6 +436,42 @@ pub fn adjust_stock(state: &mut OdooState, count: usize, seed: u64) -> OdooResul
     Ok(adjusted)
 }
 
+/// Invoices confirmed orders that are not invoiced yet, as accounting does with "Create
+/// invoice": one posted customer invoice per order, with the order's lines. `order_ids` limits
+/// it to those orders; `delivered` to orders whose transfers are all done (Odoo's invoicing
+/// policy "delivered quantities"). Returns the invoices.
+pub fn invoice_orders(state: &mut OdooState, order_ids: Option<&[i64]>, delivered: bool) -> OdooResult<Vec<i64>> {
+    let orders: Vec<i64> = state
+        .ids("sale.order")
+        .into_iter()
+        .filter(|order| order_ids.is_none_or(|wanted| wanted.contains(order)))
+        .filter(|order| {
+            state.raw_text("sale.order", *order, "state").as_deref() == Some("sale")
+                && state.raw_text("sale.order", *order, "invoice_status").as_deref() == Some("to invoice")
+        })
+        .filter(|order| {
+            let pickings: Vec<i64> = state
+                .ids("stock.picking")
+                .into_iter()
+                .filter(|picking| state.raw_id("stock.picking", *picking, "sale_id") == Some(*order))
+                .collect();
+            let done = |picking: &i64| {
+                matches!(state.raw_text("stock.picking", *picking, "state").as_deref(), Some("done" | "cancel"))
+            };
+            !delivered || (!pickings.is_empty() && pickings.iter().all(done))
+        })
+        .take(MAX_SEED_RECORDS)
+        .collect();
+    let mut seeder = Seeder { state, ctx: Context::default(), created: 0 };
+    let mut invoices = Vec::with_capacity(orders.len());
+    for order in orders {
+        let invoice = invoice_order(&mut seeder, order)?;
+        seeder.action("account.move", "action_post", &[invoice])?;
+        invoices.push(invoice);
+    }
+    Ok(invoices)
+}
+
 /// What the "Create invoice" wizard does for a delivered order: one customer invoice with the
 /// order's lines.
 fn invoice_order(seeder: &mut Seeder<'_>, order: i64) -> OdooResult<i64> {
