@@ -1,6 +1,8 @@
 //! `erpsync demo`: an ERP and a shop (the Odoo and Shopify simulators) started in process with
 //! seed data, a configuration for both directions, and `serve` running until Ctrl-C or for
-//! `--duration`, with a printout of what moves where.
+//! `--duration`, with a printout of what moves where. Beside the shop's order stream, a back
+//! office in Odoo ships and invoices the orders, so that shipments, order status and invoices
+//! flow back to the shop.
 
 use anyhow::{Context, Result};
 use erpsync_engine::Engine;
@@ -19,8 +21,28 @@ pub struct DemoOptions<'a> {
     pub orders_per_minute: u32,
 }
 
+/// The shop's B2B price lists the demo creates, by the customer group whose Odoo pricelist
+/// fills it: (group, Odoo pricelist, Shopify price list).
+const PRICE_LISTS: [(&str, &str, &str); 2] = [("vip", "VIP", "B2B VIP"), ("wholesale", "Wholesale", "B2B Wholesale")];
+
+/// The Admin API version the connector speaks by default.
+const SHOPIFY_API_VERSION: &str = "2026-10";
+
+/// How often the back office ships and invoices (the flows that carry its work back to the shop
+/// poll Odoo every 5 seconds).
+const BACK_OFFICE_EVERY: Duration = Duration::from_secs(5);
+
+/// With a duration, orders and the back office stop this long before the end, so that the
+/// summary shows where every order, shipment and invoice went: webhooks bring the orders to
+/// Odoo within a second, and the flows polling Odoo every 5 seconds each run at least once
+/// after the back office's last pass.
+const QUIET_BEFORE_END: Duration = Duration::from_secs(10);
+
 /// The configuration the demo writes: both simulators' addresses change from run to run.
 fn config(odoo_url: &str, shopify_url: &str, listen: &str) -> String {
+    let odoo_lists: Vec<String> = PRICE_LISTS.iter().map(|(group, odoo, _)| format!("{group} = \"{odoo}\"")).collect();
+    let shop_lists: Vec<String> = PRICE_LISTS.iter().map(|(group, _, shop)| format!("{group} = \"{shop}\"")).collect();
+    let (odoo_lists, shop_lists) = (odoo_lists.join(", "), shop_lists.join(", "));
     format!(
         r#"# erpsync demo: Odoo (the ERP) and Shopify (the shop) are simulators started by
 # `erpsync demo`; their addresses change each time it starts, and this file is rewritten.
@@ -38,14 +60,21 @@ api_key = {{ file = "secrets/odoo-api-key" }}
 confirm_orders = true
 shipping_product = "SHIPPING"
 warehouses = {{ "Warehouse" = "WH", "Store 1" = "WH2", "Store 2" = "WH3" }}
+# Customer groups and their pricelists (Odoo's third, Retail, has no prices of its own).
+price_lists = {{ {odoo_lists} }}
 
 [systems.shopify]
 type = "shopify"
 url = "{shopify_url}"
 access_token = {{ file = "secrets/shopify-token" }}
 webhook_secret = {{ file = "secrets/shopify-webhook-secret" }}
+# Odoo's deliveries leave from WH/Stock, the shop's location "Warehouse".
+locations = {{ "WH/Stock" = "Warehouse" }}
+# Customer groups and the shop's B2B price lists.
+price_lists = {{ {shop_lists} }}
 
-# ERP -> shop: the catalog, stock per location, shipments.
+# ERP -> shop: the catalog, customer-group prices, stock per location, shipments, order status
+# and invoices.
 [flows.products]
 entity = "product"
 source = "odoo"
@@ -56,17 +85,41 @@ interval = "30s"
 # Odoo's service product for shipping lines is not for sale in the shop.
 filter = "variants[0].sku != 'SHIPPING'"
 
+[flows.price_lists]
+entity = "price_list"
+source = "odoo"
+target = "shopify"
+interval = "60s"
+
+[flows.price_lists.mapping.fields]
+# A Shopify price list holds one fixed price per variant: quantity tiers (Wholesale's from 10
+# units) stay in Odoo.
+entries = "[entries[$number(min_quantity) <= 1]]"
+
 [flows.stock]
 entity = "stock_level"
 source = "odoo"
 target = "shopify"
 interval = "30s"
 
+# Odoo sends no webhook the connector can use, so what the back office does is polled for.
 [flows.shipments]
 entity = "shipment"
 source = "odoo"
 target = "shopify"
-interval = "30s"
+interval = "5s"
+
+[flows.order_status]
+entity = "order_status"
+source = "odoo"
+target = "shopify"
+interval = "5s"
+
+[flows.invoices]
+entity = "document"
+source = "odoo"
+target = "shopify"
+interval = "5s"
 
 # shop -> ERP: customers and orders, on webhooks, with a pull every 15s as a safety net.
 [flows.customers]
@@ -97,6 +150,9 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
             warehouses: 3,
             customers: 20,
             orders: 0,
+            // Besides its catalog-wide tiers, Wholesale gets prices of its own for 10 products
+            // (VIP has fixed prices for a few in every seed).
+            wholesale_products: 10,
             ..odoo::SeedConfig::default()
         }),
         ..odoo::OdooSimConfig::default()
@@ -104,7 +160,7 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     let api_key = odoo_config.api_key.clone();
     let odoo_sim = odoo::OdooSim::start(odoo_config).await.context("starting the Odoo simulator")?;
     println!(
-        "  Odoo     {}  ({} product templates with up to 3 variants, 3 warehouses)",
+        "  Odoo     {}  ({} product templates with up to 3 variants, 3 warehouses, pricelists for the customer groups)",
         odoo_sim.base_url(),
         options.products
     );
@@ -117,11 +173,20 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
             customers: 25,
             orders: 0,
         }),
+        // B2B price lists are a Shopify Plus feature, and a Plus shop's API allowance (1,000
+        // points a second) keeps the order pulls from waiting behind the shipments, order
+        // states and invoices written into the shop.
+        plan: shopify::PlanLimits::PLUS,
         ..shopify::ShopifyConfig::default()
     };
     let webhook_secret = shop_config.api_secret.clone();
     let shop_sim = shopify::ShopifySim::start(shop_config).await.context("starting the Shopify simulator")?;
-    println!("  Shopify  {}  (an empty catalog, 3 locations, 25 customers)", shop_sim.base_url());
+    create_price_lists(&shop_sim).await?;
+    println!(
+        "  Shopify  {}  (an empty catalog, 3 locations, 25 customers, B2B price lists {})",
+        shop_sim.base_url(),
+        PRICE_LISTS.map(|(_, _, shop)| format!("\"{shop}\"")).join(" and ")
+    );
 
     // What an Odoo set up for this shop has: a service product for shipping lines, and the
     // shop's VAT (20 %, included in its prices).
@@ -169,6 +234,13 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
         summary.counts.created,
         first.elapsed().as_secs_f64()
     );
+    // Then the customer groups' prices, which name the shop's variants by SKU.
+    let summary = engine.sync("price_lists", &first_run, &Shutdown::never(), &|_| {}).await?;
+    println!(
+        "  prices    {} price lists written in the shop: {}",
+        summary.counts.created + summary.counts.updated,
+        describe_price_lists(&shop_sim)
+    );
     let socket = erpsync_server::listen(&engine).await.with_context(|| format!("listening on {listen}"))?;
     let (trigger, stop) = shutdown::channel();
     let http = tokio::spawn(erpsync_server::serve(socket, engine.clone(), stop.clone()));
@@ -178,16 +250,21 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     println!();
     println!("Flows (serve):");
     for status in engine.status().await? {
-        println!("  {:<10} {:<12} {} → {}", status.name, status.entity, status.source, status.target);
+        println!("  {:<12} {:<12} {} → {}", status.name, status.entity, status.source, status.target);
     }
     println!();
     match options.duration {
         Some(duration) => println!(
-            "Running for {}s; the shop receives {} orders a minute.",
+            "Running for {}s; the shop receives {} orders a minute, Odoo ships and invoices them every {}s.",
             duration.as_secs(),
-            options.orders_per_minute
+            options.orders_per_minute,
+            BACK_OFFICE_EVERY.as_secs()
         ),
-        None => println!("Running until Ctrl-C; the shop receives {} orders a minute.", options.orders_per_minute),
+        None => println!(
+            "Running until Ctrl-C; the shop receives {} orders a minute, Odoo ships and invoices them every {}s.",
+            options.orders_per_minute,
+            BACK_OFFICE_EVERY.as_secs()
+        ),
     }
     println!();
 
@@ -196,10 +273,11 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
         let stop = stop.clone();
         tokio::spawn(async move { engine.serve(stop).await })
     };
-    // With a duration, orders stop coming a little before the end, so that the summary shows
-    // where every order went.
+    // With a duration, orders and the back office stop a little before the end, so that the
+    // summary shows where every order went.
     let (orders_trigger, orders_stop) = shutdown::channel();
-    let orders = tokio::spawn(order_stream(shop_sim.base_url(), options.orders_per_minute, orders_stop));
+    let orders = tokio::spawn(order_stream(shop_sim.base_url(), options.orders_per_minute, orders_stop.clone()));
+    let back_office = tokio::spawn(back_office(odoo_sim.base_url(), orders_stop));
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     let started = Instant::now();
     let mut ticker = stop.clone();
@@ -213,7 +291,7 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
             last = true;
         }
         if let Some(duration) = options.duration
-            && started.elapsed() + Duration::from_secs(8) >= duration
+            && started.elapsed() + QUIET_BEFORE_END >= duration
         {
             orders_trigger.trigger();
         }
@@ -229,6 +307,7 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     orders_trigger.trigger();
     trigger.trigger();
     let placed = orders.await.unwrap_or(0);
+    back_office.await.context("the back office task")?;
     scheduler.await.context("the scheduler task")??;
     http.await.context("the HTTP server task")??;
 
@@ -236,19 +315,27 @@ pub async fn run(options: DemoOptions<'_>) -> Result<ExitCode> {
     println!("Summary after {}s:", started.elapsed().as_secs());
     crate::output::print_status(&engine.status().await?, false)?;
     let shop_products = shop_sim.with_state(|state| state.products.len());
-    let shop_orders = shop_sim.with_state(|state| state.orders.len());
-    let odoo_orders = odoo_sim.with_state(|state| state.ids("sale.order").len());
+    let shop = ShopOrders::of(&shop_sim);
+    let odoo = OdooOrders::of(&odoo_sim);
     println!();
-    println!("  products in the shop:        {shop_products} (from {} templates in Odoo)", options.products);
-    println!("  orders placed in the shop:   {shop_orders} ({placed} by the demo's order stream)");
-    println!("  sale orders in Odoo:         {odoo_orders}");
+    println!("  products in the shop:         {shop_products} (from {} templates in Odoo)", options.products);
+    let filled =
+        shop_sim.with_state(|state| state.price_lists.values().filter(|list| !list.fixed_prices.is_empty()).count());
+    println!("  price lists in the shop:      {filled} with prices ({})", describe_price_lists(&shop_sim));
+    println!("  orders placed in the shop:    {} ({placed} by the demo's order stream)", shop.placed);
+    println!("  sale orders in Odoo:          {}", odoo.orders);
+    println!("  shipped in Odoo:              {} (transfers validated by the back office)", odoo.shipped);
+    println!("  invoiced in Odoo:             {} (posted invoices)", odoo.invoiced);
+    println!("  fulfilled in the shop:        {} (with tracking, from Odoo's transfers)", shop.fulfilled);
+    println!("  closed in the shop:           {} (completed in Odoo)", shop.closed);
+    println!("  invoices on the shop orders:  {} (metafields erpsync.invoice_*)", shop.invoiced);
     let cd = dir.display();
     println!();
     println!("Where to look (the simulators stop with the demo; the store stays):");
     println!("  configuration: {}", config_path.display());
     println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data status");
     println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data failures list");
-    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data trace <order number or SKU>");
+    println!("  erpsync --config {cd}/erpsync.toml --data-dir {cd}/data trace <order number, SKU or price list>");
     shop_sim.shutdown().await;
     odoo_sim.shutdown().await;
     let open_failures: i64 = engine.status().await?.iter().map(|status| status.open_failures).sum();
@@ -293,7 +380,139 @@ async fn print_progress(engine: &Engine, started: Instant, shop: &shopify::Runni
         ));
     }
     let shop_products = shop.with_state(|state| state.products.len());
-    let shop_orders = shop.with_state(|state| state.orders.len());
-    let odoo_orders = odoo.with_state(|state| state.ids("sale.order").len());
-    println!("{line}  | shop: {shop_products} products, {shop_orders} orders | odoo: {odoo_orders} sale orders");
+    let shop_orders = ShopOrders::of(shop);
+    let odoo_orders = OdooOrders::of(odoo);
+    println!(
+        "{line}  | shop: {shop_products} products, {} orders, {} fulfilled, {} invoiced | odoo: {} sale orders, {} shipped, {} invoiced",
+        shop_orders.placed,
+        shop_orders.fulfilled,
+        shop_orders.invoiced,
+        odoo_orders.orders,
+        odoo_orders.shipped,
+        odoo_orders.invoiced
+    );
+}
+
+/// Creates the shop's B2B price lists through the Admin API, as the merchant would before
+/// connecting erpsync (the connector writes prices into existing lists, it does not create them).
+async fn create_price_lists(shop: &shopify::RunningSim) -> Result<()> {
+    let client = reqwest::Client::new();
+    let mutation = "mutation PriceList($input: PriceListCreateInput!) { priceListCreate(input: $input) { priceList { id } userErrors { field message } } }";
+    for (_, _, name) in PRICE_LISTS {
+        // Shopify derives a price list's prices from the shop's (the parent adjustment) unless
+        // a variant has a fixed price in it: 0 % off leaves the other variants at shop prices.
+        let input = serde_json::json!({
+            "name": name,
+            "currency": "EUR",
+            "parent": { "adjustment": { "type": "PERCENTAGE_DECREASE", "value": 0 } },
+        });
+        let answer: serde_json::Value = client
+            .post(shop.graphql_url(SHOPIFY_API_VERSION))
+            .header("X-Shopify-Access-Token", shop.access_token())
+            .json(&serde_json::json!({ "query": mutation, "variables": { "input": input } }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("creating the price list {name:?} in the Shopify simulator"))?
+            .json()
+            .await
+            .with_context(|| format!("reading the answer to creating the price list {name:?}"))?;
+        anyhow::ensure!(
+            answer["data"]["priceListCreate"]["priceList"]["id"].is_string(),
+            "creating the price list {name:?} in the Shopify simulator: {answer}"
+        );
+    }
+    Ok(())
+}
+
+/// The shop's price lists with how many fixed prices each holds: `"B2B VIP": 9 prices, …`.
+fn describe_price_lists(shop: &shopify::RunningSim) -> String {
+    shop.with_state(|state| {
+        state
+            .price_lists
+            .values()
+            .map(|list| format!("\"{}\": {} prices", list.name, list.fixed_prices.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// The ERP's back office, every few seconds until stopped: the warehouse ships every confirmed
+/// order (a tracking number, the transfer validated) and accounting invoices the delivered ones,
+/// through the Odoo simulator's control API. Shipments, order status and invoices then have
+/// something to carry back to the shop.
+async fn back_office(odoo_url: String, stop: Shutdown) {
+    let client = reqwest::Client::new();
+    let mut sleeper = stop;
+    while sleeper.sleep(BACK_OFFICE_EVERY).await {
+        for (route, body) in [("ship", serde_json::json!({})), ("invoice", serde_json::json!({ "delivered": true }))] {
+            let answer = client.post(format!("{odoo_url}/_sim/{route}")).json(&body).send().await;
+            if let Err(error) = answer.and_then(reqwest::Response::error_for_status) {
+                tracing::warn!(route, error = %error, "The demo's back office could not reach the Odoo simulator.");
+            }
+        }
+    }
+}
+
+/// What became of the orders in the shop.
+struct ShopOrders {
+    placed: usize,
+    fulfilled: usize,
+    closed: usize,
+    /// Orders carrying an invoice written by the document flow.
+    invoiced: usize,
+}
+
+impl ShopOrders {
+    fn of(shop: &shopify::RunningSim) -> ShopOrders {
+        shop.with_state(|state| ShopOrders {
+            placed: state.orders.len(),
+            fulfilled: state.orders.values().filter(|order| !order.fulfillments.is_empty()).count(),
+            closed: state.orders.values().filter(|order| order.closed_at.is_some()).count(),
+            invoiced: state
+                .orders
+                .values()
+                .filter(|order| order.metafields.iter().any(|field| field.key == "invoice_number"))
+                .count(),
+        })
+    }
+}
+
+/// What became of the orders in Odoo.
+struct OdooOrders {
+    orders: usize,
+    /// Sale orders whose transfers are all done.
+    shipped: usize,
+    /// Posted customer invoices.
+    invoiced: usize,
+}
+
+impl OdooOrders {
+    fn of(odoo: &odoo::RunningOdooSim) -> OdooOrders {
+        odoo.with_state(|state| {
+            let orders = state.ids("sale.order");
+            let open_transfer: std::collections::HashSet<i64> = state
+                .ids("stock.picking")
+                .into_iter()
+                .filter(|picking| state.raw_text("stock.picking", *picking, "state").as_deref() != Some("done"))
+                .filter_map(|picking| state.raw_id("stock.picking", picking, "sale_id"))
+                .collect();
+            let with_transfer: std::collections::HashSet<i64> = state
+                .ids("stock.picking")
+                .into_iter()
+                .filter_map(|picking| state.raw_id("stock.picking", picking, "sale_id"))
+                .collect();
+            let shipped =
+                orders.iter().filter(|order| with_transfer.contains(order) && !open_transfer.contains(order)).count();
+            let invoiced = state
+                .ids("account.move")
+                .into_iter()
+                .filter(|invoice| {
+                    state.raw_text("account.move", *invoice, "move_type").as_deref() == Some("out_invoice")
+                        && state.raw_text("account.move", *invoice, "state").as_deref() == Some("posted")
+                })
+                .count();
+            OdooOrders { orders: orders.len(), shipped, invoiced }
+        })
+    }
 }

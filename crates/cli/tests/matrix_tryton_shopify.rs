@@ -61,9 +61,8 @@ async fn tryton_and_shopify_every_flow_end_to_end() {
     })
     .await
     .unwrap();
-    // Tryton's warehouse `main` is the shop's one location, named by its id. (By name it works
-    // for stock but not for shipments: the simulator answers `assignedLocation.location`
-    // without the location's name, which real Shopify gives.)
+    // Tryton's warehouse `main` is the shop's one location, named by its id (its name would do
+    // as well).
     let location = shop.with_state(|state| *state.locations.keys().next().unwrap());
     let run = unique();
     let wholesale = format!("Wholesale {run}");

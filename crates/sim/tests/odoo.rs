@@ -921,6 +921,123 @@ async fn pricelist_tiers_price_new_order_lines() {
 }
 
 #[tokio::test]
+async fn wholesale_products_get_prices_of_their_own_with_a_tier() {
+    let default = start_seeded().await;
+    let config = SeedConfig { wholesale_products: 2, ..SeedConfig::default() };
+    let sim = OdooSim::start(OdooSimConfig { seed: Some(config), ..OdooSimConfig::default() }).await.expect("starts");
+    // The catalog is the default seed's; Wholesale has two rules more per product.
+    let fields = json!({"fields": ["default_code", "lst_price", "write_date"], "order": "id asc"});
+    let catalog = call(&sim, "product.product", "search_read", json!([[]]), fields.clone()).await;
+    assert_eq!(catalog, call(&default, "product.product", "search_read", json!([[]]), fields).await);
+    let items = call(
+        &sim,
+        "product.pricelist.item",
+        "search_read",
+        json!([[["pricelist_id.name", "=", "Wholesale"], ["applied_on", "=", "1_product"]]]),
+        json!({"fields": ["product_tmpl_id", "min_quantity", "percent_price"], "order": "id"}),
+    )
+    .await;
+    let rules: Vec<(i64, f64, f64)> = items
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|item| {
+            (
+                item["product_tmpl_id"][0].as_i64().expect("template"),
+                item["min_quantity"].as_f64().expect("quantity"),
+                item["percent_price"].as_f64().expect("percent"),
+            )
+        })
+        .collect();
+    let templates = call(&sim, "product.template", "search", json!([[]]), json!({"order": "id", "limit": 2})).await;
+    let (first, second) = (templates[0].as_i64().expect("id"), templates[1].as_i64().expect("id"));
+    assert_eq!(rules, [(first, 1.0, 15.0), (first, 10.0, 25.0), (second, 1.0, 15.0), (second, 10.0, 25.0)]);
+    // A wholesale customer's order lines take the product's rules before the catalog-wide ones.
+    let customer = call(
+        &sim,
+        "res.partner",
+        "search",
+        json!([[["category_id.name", "=", "Wholesale"], ["parent_id", "=", false]]]),
+        json!({"limit": 1}),
+    )
+    .await[0]
+        .clone();
+    let variant = call(
+        &sim,
+        "product.product",
+        "search_read",
+        json!([[["product_tmpl_id", "=", first]]]),
+        json!({"fields": ["lst_price"], "limit": 1}),
+    )
+    .await;
+    let list_price = variant[0]["lst_price"].as_f64().expect("price");
+    let lines: Vec<Value> = [1, 10, 50]
+        .iter()
+        .map(|quantity| json!([0, 0, {"product_id": variant[0]["id"], "product_uom_qty": quantity}]))
+        .collect();
+    let order =
+        call(&sim, "sale.order", "create", json!([{"partner_id": customer, "order_line": lines}]), json!({})).await;
+    let prices = call(
+        &sim,
+        "sale.order.line",
+        "search_read",
+        json!([[["order_id", "=", order]]]),
+        json!({"fields": ["price_unit"], "order": "id"}),
+    )
+    .await;
+    let prices: Vec<f64> =
+        prices.as_array().expect("rows").iter().filter_map(|line| line["price_unit"].as_f64()).collect();
+    let expected: Vec<f64> = [15.0, 25.0, 25.0]
+        .iter()
+        .map(|percent| ((list_price * (1.0 - percent / 100.0)) * 100.0).round() / 100.0)
+        .collect();
+    assert_eq!(prices, expected);
+    default.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn invoice_control_posts_an_invoice_per_order() {
+    let sim = start_seeded().await;
+    let invoices_before = call(&sim, "account.move", "search_count", json!([[]]), json!({})).await;
+    let created = control(&sim, "orders", json!({"count": 3, "seed": 3, "confirm": true})).await;
+    let orders: Vec<i64> = created["ids"].as_array().expect("ids").iter().filter_map(Value::as_i64).collect();
+    // Delivered only: nothing of the new orders has left the warehouse yet.
+    let invoiced = control(&sim, "invoice", json!({"order_ids": orders, "delivered": true})).await;
+    assert_eq!(invoiced["ids"], json!([]));
+    control(&sim, "ship", json!({"order_ids": [orders[0]]})).await;
+    let invoiced = control(&sim, "invoice", json!({"order_ids": orders, "delivered": true})).await;
+    let invoice = invoiced["ids"][0].as_i64().expect("an invoice");
+    assert_eq!(invoiced["ids"].as_array().map(Vec::len), Some(1));
+    let order =
+        call(&sim, "sale.order", "read", json!([[orders[0]], ["name", "amount_total", "invoice_status"]]), json!({}))
+            .await[0]
+            .clone();
+    let move_row = call(
+        &sim,
+        "account.move",
+        "read",
+        json!([[invoice], ["name", "move_type", "state", "invoice_origin", "amount_total"]]),
+        json!({}),
+    )
+    .await[0]
+        .clone();
+    assert_eq!(move_row["move_type"], "out_invoice");
+    assert_eq!(move_row["state"], "posted");
+    assert!(move_row["name"].as_str().is_some_and(|name| name.starts_with("INV/")), "{move_row}");
+    assert_eq!(move_row["invoice_origin"], order["name"]);
+    assert_eq!(move_row["amount_total"], order["amount_total"]);
+    assert_eq!(order["invoice_status"], "invoiced");
+    // Without `delivered`, the other two; then nothing is left to invoice.
+    let invoiced = control(&sim, "invoice", json!({"order_ids": orders})).await;
+    assert_eq!(invoiced["ids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(control(&sim, "invoice", json!({"order_ids": orders})).await["ids"], json!([]));
+    let invoices_after = call(&sim, "account.move", "search_count", json!([[]]), json!({})).await;
+    assert_eq!(invoices_after.as_i64(), invoices_before.as_i64().map(|count| count + 3));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn name_search_fields_get_and_denied_access() {
     let sim = start().await;
     call(

@@ -659,7 +659,7 @@ async fn orders_fulfil_and_refund_with_money_bags() {
                  totalPriceSet { shopMoney { amount currencyCode } presentmentMoney { amount currencyCode } }
                  lineItems(first: 10) { nodes { id sku quantity originalUnitPriceSet { shopMoney { amount } } taxLines { rate priceSet { shopMoney { amount } } } } }
                  shippingLines(first: 5) { nodes { title originalPriceSet { shopMoney { amount } } } }
-                 fulfillmentOrders(first: 5) { nodes { id status lineItems(first: 10) { nodes { id remainingQuantity } } } }
+                 fulfillmentOrders(first: 5) { nodes { id status assignedLocation { name location { id name } } lineItems(first: 10) { nodes { id remainingQuantity } } } }
                } } }"#,
             json!({}),
         )
@@ -669,6 +669,16 @@ async fn orders_fulfil_and_refund_with_money_bags() {
     assert_eq!(order["totalPriceSet"]["shopMoney"]["currencyCode"], "EUR");
     assert_eq!(order["shippingLines"]["nodes"][0]["originalPriceSet"]["shopMoney"]["amount"], "4.9");
     let fulfillment_order = &order["fulfillmentOrders"]["nodes"][0];
+    // The assigned location is a Location, with its name (a sink that matches locations by
+    // name depends on it).
+    assert_eq!(fulfillment_order["assignedLocation"]["name"], "Warehouse");
+    assert_eq!(fulfillment_order["assignedLocation"]["location"]["name"], "Warehouse");
+    assert!(
+        fulfillment_order["assignedLocation"]["location"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("gid://shopify/Location/")
+    );
     let first_line = &fulfillment_order["lineItems"]["nodes"][0];
     let fulfilled = sim
         .gql(

@@ -1,5 +1,5 @@
 //! The simulator's own control API under `/_sim/...`: seeding, fault injection, call counters,
-//! the clock, "touching" records to move their `write_date`, and shipping orders.
+//! the clock, "touching" records to move their `write_date`, shipping and invoicing orders.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -352,6 +352,28 @@ pub async fn post_stock(State(shared): State<Arc<Shared>>, body: axum::body::Byt
         Err(message) => return bad_request(message),
     };
     run_activity(&shared, |state| super::seed::adjust_stock(state, request.count, request.seed))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InvoiceRequest {
+    order_ids: Option<Vec<i64>>,
+    delivered: bool,
+}
+
+/// Invoices confirmed orders not invoiced yet (all, or `order_ids`; with `delivered`, only
+/// those whose transfers are done) and posts the invoices, as accounting would: drives
+/// documents back to the shop. `{order_ids, delivered}`; answers the invoices' ids.
+pub async fn post_invoice(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let request: InvoiceRequest = if body.is_empty() {
+        InvoiceRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(error) => return bad_request(format!("parsing invoice request: {error}")),
+        }
+    };
+    run_activity(&shared, |state| super::seed::invoice_orders(state, request.order_ids.as_deref(), request.delivered))
 }
 
 #[derive(Debug, Deserialize)]

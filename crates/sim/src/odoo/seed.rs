@@ -26,6 +26,11 @@ pub struct SeedConfig {
     pub warehouses: usize,
     pub customers: usize,
     pub orders: usize,
+    /// The first this many templates also get Wholesale prices of their own: 15 % off from one
+    /// unit and 25 % off from ten (a quantity tier), rules on the product that a connector can
+    /// read as prices per SKU, unlike the catalog-wide tiers every seed has. 0 (the default)
+    /// adds none and leaves the seed's records as they were.
+    pub wholesale_products: usize,
     /// The instant seeding starts at; records are stamped from it, a second per few records.
     pub start: String,
 }
@@ -40,6 +45,7 @@ impl Default for SeedConfig {
             warehouses: 2,
             customers: 10,
             orders: 6,
+            wholesale_products: 0,
             start: "2024-01-01 08:00:00".into(),
         }
     }
@@ -185,6 +191,7 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
     summary.warehouses = stock_locations.len();
 
     // Catalog.
+    let mut templates: Vec<i64> = Vec::new();
     let mut variants: Vec<(i64, i64, f64)> = Vec::new();
     for index in 0..config.products {
         let name = format!("{} {}", ADJECTIVES[rng.random_range(0..ADJECTIVES.len())], NOUNS[index % NOUNS.len()]);
@@ -210,6 +217,7 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
         );
         seeder.state.skip_default_variant = false;
         let template = template?;
+        templates.push(template);
         summary.templates += 1;
         let values: Vec<(&str, i64)> = if variant_count == 1 {
             Vec::new()
@@ -281,6 +289,14 @@ fn seed_records(state: &mut OdooState, config: &SeedConfig) -> OdooResult<SeedSu
             "product.pricelist.item",
             json!({"pricelist_id": pricelists[2], "applied_on": "1_product", "product_tmpl_id": template, "compute_price": "fixed", "fixed_price": (price * 0.8 * 100.0).round() / 100.0}),
         )?;
+    }
+    for template in templates.iter().take(config.wholesale_products) {
+        for (min_quantity, percent) in [(1.0, 15.0), (10.0, 25.0)] {
+            seeder.create(
+                "product.pricelist.item",
+                json!({"pricelist_id": pricelists[1], "applied_on": "1_product", "product_tmpl_id": template, "compute_price": "percentage", "percent_price": percent, "min_quantity": min_quantity}),
+            )?;
+        }
     }
     summary.pricelists = pricelists.len();
 
@@ -418,6 +434,42 @@ pub fn adjust_stock(state: &mut OdooState, count: usize, seed: u64) -> OdooResul
         adjusted.push(quant);
     }
     Ok(adjusted)
+}
+
+/// Invoices confirmed orders that are not invoiced yet, as accounting does with "Create
+/// invoice": one posted customer invoice per order, with the order's lines. `order_ids` limits
+/// it to those orders; `delivered` to orders whose transfers are all done (Odoo's invoicing
+/// policy "delivered quantities"). Returns the invoices.
+pub fn invoice_orders(state: &mut OdooState, order_ids: Option<&[i64]>, delivered: bool) -> OdooResult<Vec<i64>> {
+    let orders: Vec<i64> = state
+        .ids("sale.order")
+        .into_iter()
+        .filter(|order| order_ids.is_none_or(|wanted| wanted.contains(order)))
+        .filter(|order| {
+            state.raw_text("sale.order", *order, "state").as_deref() == Some("sale")
+                && state.raw_text("sale.order", *order, "invoice_status").as_deref() == Some("to invoice")
+        })
+        .filter(|order| {
+            let pickings: Vec<i64> = state
+                .ids("stock.picking")
+                .into_iter()
+                .filter(|picking| state.raw_id("stock.picking", *picking, "sale_id") == Some(*order))
+                .collect();
+            let done = |picking: &i64| {
+                matches!(state.raw_text("stock.picking", *picking, "state").as_deref(), Some("done" | "cancel"))
+            };
+            !delivered || (!pickings.is_empty() && pickings.iter().all(done))
+        })
+        .take(MAX_SEED_RECORDS)
+        .collect();
+    let mut seeder = Seeder { state, ctx: Context::default(), created: 0 };
+    let mut invoices = Vec::with_capacity(orders.len());
+    for order in orders {
+        let invoice = invoice_order(&mut seeder, order)?;
+        seeder.action("account.move", "action_post", &[invoice])?;
+        invoices.push(invoice);
+    }
+    Ok(invoices)
 }
 
 /// What the "Create invoice" wizard does for a delivered order: one customer invoice with the

@@ -39,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/touch", post(control::post_touch))
         .route("/_sim/clock", post(control::post_clock))
         .route("/_sim/ship", post(control::post_ship))
+        .route("/_sim/invoice", post(control::post_invoice))
         .route("/_sim/orders", post(control::post_orders))
         .route("/_sim/stock", post(control::post_stock))
         .route("/_sim/access", post(control::deny_access).delete(control::clear_access))

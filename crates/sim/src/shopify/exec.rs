@@ -1040,10 +1040,13 @@ impl<'a> Executor<'a> {
                     "updatedAt" => value(json!(timestamp(f.updated_at))),
                     "order" => Resolved::Object(Obj::Order(f.order_id)),
                     "orderId" => value(json!(gid("Order", f.order_id))),
-                    "assignedLocation" => value(json!({
-                        "name": state.locations.get(&f.location_id).map(|l| l.name.clone()),
-                        "location": {"id": gid("Location", f.location_id)},
-                    })),
+                    "assignedLocation" => {
+                        let name = state.locations.get(&f.location_id).map(|l| l.name.clone());
+                        value(json!({
+                            "name": name,
+                            "location": {"id": gid("Location", f.location_id), "name": name},
+                        }))
+                    }
                     "lineItems" => self.ordered_connection(
                         field,
                         (0..f.lines.len()).map(|n| Obj::FulfillmentOrderLine(f.id, n)).collect(),
