@@ -327,12 +327,12 @@ impl Pipeline {
     async fn next(&mut self) -> StageResult<PipelinedPage> {
         match self.pages.recv().await {
             Some(page) => page,
-            // Both stages end only after sending their last page or error, unless a task
-            // panicked: surface the panic.
+            // Each stage sends its last page or error before it ends, so the channel closes
+            // early only after a panic: the preparer's, or the reader's, which ends the
+            // preparer. Both tasks are ending then: wait for them and surface the panic.
             None => {
-                for task in &mut self.tasks {
-                    if task.is_finished()
-                        && let Err(error) = task.await
+                for task in self.tasks.iter_mut().rev() {
+                    if let Err(error) = task.await
                         && error.is_panic()
                     {
                         std::panic::resume_unwind(error.into_panic());
