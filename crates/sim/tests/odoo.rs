@@ -893,21 +893,7 @@ async fn pricelist_tiers_price_new_order_lines() {
     let variant_id = variant[0]["id"].clone();
     let list_price = variant[0]["lst_price"].as_f64().expect("price");
     let order = call(&sim, "sale.order", "create", json!([{"partner_id": customer, "order_line": [[0, 0, {"product_id": variant_id, "product_uom_qty": 1}], [0, 0, {"product_id": variant_id, "product_uom_qty": 10}], [0, 0, {"product_id": variant_id, "product_uom_qty": 50}]]}]), json!({})).await;
-    let lines = call(
-        &sim,
-        "sale.order.line",
-        "search_read",
-        json!([[["order_id", "=", order]]]),
-        json!({"fields": ["price_unit"], "order": "id"}),
-    )
-    .await;
-    let prices: Vec<f64> =
-        lines.as_array().expect("lines").iter().filter_map(|line| line["price_unit"].as_f64()).collect();
-    let expected: Vec<f64> = [10.0, 15.0, 25.0]
-        .iter()
-        .map(|percent| ((list_price * (1.0 - percent / 100.0)) * 100.0).round() / 100.0)
-        .collect();
-    assert_eq!(prices, expected);
+    assert_eq!(line_prices(&sim, &order).await, discounted(list_price, &[10.0, 15.0, 25.0]));
     let order_row = call(
         &sim,
         "sale.order",
@@ -977,21 +963,7 @@ async fn wholesale_products_get_prices_of_their_own_with_a_tier() {
         .collect();
     let order =
         call(&sim, "sale.order", "create", json!([{"partner_id": customer, "order_line": lines}]), json!({})).await;
-    let prices = call(
-        &sim,
-        "sale.order.line",
-        "search_read",
-        json!([[["order_id", "=", order]]]),
-        json!({"fields": ["price_unit"], "order": "id"}),
-    )
-    .await;
-    let prices: Vec<f64> =
-        prices.as_array().expect("rows").iter().filter_map(|line| line["price_unit"].as_f64()).collect();
-    let expected: Vec<f64> = [15.0, 25.0, 25.0]
-        .iter()
-        .map(|percent| ((list_price * (1.0 - percent / 100.0)) * 100.0).round() / 100.0)
-        .collect();
-    assert_eq!(prices, expected);
+    assert_eq!(line_prices(&sim, &order).await, discounted(list_price, &[15.0, 25.0, 25.0]));
     default.shutdown().await;
     sim.shutdown().await;
 }
@@ -1315,4 +1287,22 @@ async fn activity_generators_add_orders_and_move_stock() {
     expected.dedup();
     assert_eq!(moved, json!(expected));
     sim.shutdown().await;
+}
+
+/// The unit prices of an order's lines, in line order.
+async fn line_prices(sim: &RunningOdooSim, order: &Value) -> Vec<f64> {
+    let lines = call(
+        sim,
+        "sale.order.line",
+        "search_read",
+        json!([[["order_id", "=", order]]]),
+        json!({"fields": ["price_unit"], "order": "id"}),
+    )
+    .await;
+    lines.as_array().expect("lines").iter().filter_map(|line| line["price_unit"].as_f64()).collect()
+}
+
+/// `price` less each percentage, rounded to cents as Odoo rounds a line's unit price.
+fn discounted(price: f64, percents: &[f64]) -> Vec<f64> {
+    percents.iter().map(|percent| ((price * (1.0 - percent / 100.0)) * 100.0).round() / 100.0).collect()
 }
