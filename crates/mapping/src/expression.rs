@@ -18,6 +18,7 @@
 use crate::json::{self, NotJson};
 use crate::lookup::{self, LOOKUP_FUNCTION_PREFIX, LookupMiss, Lookups, MissSlot};
 use crate::position::{self, TextPosition};
+use crate::reads::{self, Reads};
 use jsonata_core::evaluator::{Context, Evaluator, EvaluatorError, EvaluatorOptions};
 use jsonata_core::parser::{Lexer, ParserError, Token};
 use jsonata_core::value::JValue;
@@ -148,6 +149,8 @@ struct Inner {
     lookups_used: Vec<String>,
     /// Table names passed as a string to the built-in `$lookup`, a likely mix-up.
     builtin_lookup_names: Vec<String>,
+    /// The top-level input fields the expression can read.
+    reads: Reads,
 }
 
 impl Expression {
@@ -160,16 +163,18 @@ impl Expression {
     /// with its line and column inside `source`.
     pub fn compile_with_limits(source: &str, limits: Limits) -> Result<Expression, ExpressionError> {
         let (lookups_used, builtin_lookup_names) = scan_lookup_calls(source);
-        let expression = Expression {
+        let mut expression = Expression {
             inner: Arc::new(Inner {
                 source: Arc::from(source),
                 id: stable_id(source),
                 limits,
                 lookups_used,
                 builtin_lookup_names,
+                reads: Reads::Everything,
             }),
         };
-        expression.parsed()?;
+        let reads = reads::of(expression.parsed()?.ast());
+        Arc::get_mut(&mut expression.inner).expect("not shared yet").reads = reads;
         Ok(expression)
     }
 
@@ -179,6 +184,11 @@ impl Expression {
 
     pub fn limits(&self) -> Limits {
         self.inner.limits
+    }
+
+    /// The top-level fields of its input the expression can read.
+    pub(crate) fn reads(&self) -> &Reads {
+        &self.inner.reads
     }
 
     /// The lookup tables this expression calls, by name.

@@ -55,6 +55,20 @@ pub(crate) fn to_jvalue(value: &Value) -> JValue {
     }
 }
 
+/// The input side for an expression that reads only some top-level fields: an object keeps the
+/// fields `keep` accepts, in their order; any other value converts whole.
+pub(crate) fn to_jvalue_fields(value: &Value, keep: impl Fn(&str) -> bool) -> JValue {
+    match value {
+        Value::Object(map) => JValue::object(
+            map.iter()
+                .filter(|(key, _)| keep(key))
+                .map(|(key, item)| (key.clone(), to_jvalue(item)))
+                .collect::<IndexMap<_, _>>(),
+        ),
+        other => to_jvalue(other),
+    }
+}
+
 /// The output side. `None` is JSONata's `undefined` (no value at all).
 ///
 /// Inside arrays and objects `undefined` follows `JSON.stringify`, which is how the reference

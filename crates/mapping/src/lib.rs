@@ -19,6 +19,7 @@ pub mod lookup;
 pub mod mapping;
 pub mod mapping_test;
 pub mod position;
+mod reads;
 mod schema;
 pub mod spec;
 

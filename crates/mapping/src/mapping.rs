@@ -10,6 +10,7 @@ use crate::expression::{Expression, ExpressionError, Limits};
 use crate::json;
 use crate::lookup::{LOOKUP_FUNCTION_PREFIX, Lookups};
 use crate::position::TextPosition;
+use crate::reads::Reads;
 use crate::schema::{self, PathProblem};
 use crate::spec::{FieldPath, MappingSpec, field_setting};
 use erpsync_model::{EntityKind, Record, ValidationErrors};
@@ -166,6 +167,9 @@ struct Compiled {
     /// Every field is inside the record's top-level `extra`: the mapped record is the original
     /// with those custom fields set, with no trip through JSON for the rest.
     extra_only: bool,
+    /// The top-level fields of the record the filter and the expressions can read: only those
+    /// are converted for evaluation.
+    reads: Reads,
     lookups: Lookups,
 }
 
@@ -275,9 +279,14 @@ impl Mapping {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let reads = filter
+            .iter()
+            .chain(fields.iter().map(|field| &field.expression))
+            .fold(Reads::Fields(Default::default()), |reads, expression| reads.union(expression.reads().clone()));
         Ok(Mapping {
             compiled: Some(Arc::new(Compiled {
                 entity: context.entity,
+                reads,
                 filter,
                 extra_only: fields
                     .iter()
@@ -299,7 +308,10 @@ impl Mapping {
         }
         // A Record always serializes: see `erpsync_model::content_hash`.
         let original = serde_json::to_value(record).expect("records always serialize");
-        let input = json::to_jvalue(&original);
+        let input = match &compiled.reads {
+            Reads::Everything => json::to_jvalue(&original),
+            reads => json::to_jvalue_fields(&original, |name| reads.includes(name)),
+        };
 
         if let Some(filter) = &compiled.filter {
             let verdict = filter
@@ -532,6 +544,27 @@ mod tests {
             "[fields]\n\"extra.saison.x\" = '1'\n",
             product(json!({})),
             Err("field `extra.saison.x`: cannot set it because `extra.saison` is a string, not an object"),
+        );
+    }
+
+    #[test]
+    fn expressions_see_the_fields_they_name_and_the_whole_record_when_they_ask_for_it() {
+        // Only `variants` and `title` are converted for the first; `$keys($)` needs every field.
+        check(
+            "filter = \"title = 'shirt'\"\n[fields]\n\"extra.skus\" = '$join(variants.sku, \",\")'\n",
+            product(json!({})),
+            Ok(json!({"extra": {"saison": "summer", "skus": "A-1"}})),
+        );
+        check(
+            "[fields]\n\"extra.fields\" = '$count($keys($))'\n\"extra.first\" = '$keys()[0]'\n",
+            product(json!({})),
+            Ok(json!({"extra": {"saison": "summer", "fields": 16, "first": "entity"}})),
+        );
+        // A name that is no top-level field reads nothing, as with the whole record.
+        check(
+            "[fields]\n\"extra.missing\" = '$exists(sku) ? \"yes\" : \"no\"'\n",
+            product(json!({})),
+            Ok(json!({"extra": {"saison": "summer", "missing": "no"}})),
         );
     }
 
