@@ -49,11 +49,15 @@ pub(crate) const MAX_ROW_BYTES: u64 = 16 * 1024 * 1024;
 /// Most rows one record may span; a longer run of one key is reported, not buffered.
 const MAX_GROUP_ROWS: usize = 10_000;
 
-/// Most keys remembered per file for duplicate detection (16 bytes each, about 20 MiB at the
-/// cap with the map's overhead): past this, the engine's own check by source id and origin
-/// group still applies. At 2,000,000 the map alone grew a sync of 1,000,000 products × 3
-/// variants to 242 MiB resident; at 1,000,000 it peaks at 175 MiB.
-const MAX_SEEN_KEYS: usize = 1_000_000;
+/// Most keys remembered per file for duplicate detection: past this, the engine's own check by
+/// source id and origin group still applies. Memory decides the number. The map holds 16 bytes
+/// per key plus its control bytes and doubles as it grows, so at 400,000 keys (about 130,000
+/// products with three variants) it takes 9 MiB, and 13 MiB while it grows. A cap of 1,000,000
+/// meant 36 MiB, and 53 MiB while growing, and a sync of 400,000 products × 3 peaked at 165 MiB.
+/// The cap stays below the map's next doubling (458,752 keys) with room for the largest record
+/// (`MAX_GROUP_ROWS` variants).
+const MAX_SEEN_KEYS: usize = 400_000;
+const _: () = assert!(MAX_SEEN_KEYS + MAX_GROUP_ROWS + 1 <= 458_752);
 
 /// Files being streamed whose seen keys are kept between pages.
 const MAX_SEEN_STATES: usize = 4;
@@ -103,6 +107,8 @@ pub(crate) struct SeenKeys {
     fingerprint: String,
     offset: u64,
     keys: HashMap<u64, u32>,
+    /// `MAX_SEEN_KEYS` was reached and said so.
+    capped: bool,
 }
 
 enum FileRead {
@@ -226,6 +232,7 @@ impl FilesConnector {
                 fingerprint: position.fingerprint.clone(),
                 offset: 0,
                 keys: HashMap::new(),
+                capped: false,
             },
         }
     }
@@ -929,6 +936,16 @@ impl Scan {
             for hash in hashes {
                 self.seen.keys.insert(hash, row);
             }
+        } else if !self.seen.capped {
+            self.seen.capped = true;
+            tracing::warn!(
+                file = %self.file,
+                keys = MAX_SEEN_KEYS,
+                "{}s from {number} on are not checked for codes and SKUs repeated from earlier {}s: \
+                 the file has more keys than are remembered per file",
+                self.unit,
+                self.unit
+            );
         }
         if let Err(errors) = record.validate() {
             let message = format!("invalid {}: {errors}", self.entity.as_str().replace('_', " "));
