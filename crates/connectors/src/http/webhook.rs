@@ -195,10 +195,13 @@ mod tests {
     }
 
     fn settings_with(timestamp: bool, base64: bool, timestamp_path: Option<&str>) -> WebhookSettings {
+        // Tests run in parallel and several build the same settings: each writes and removes a
+        // secret file of its own (a shared name let one test remove another's file mid-read).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "erpsync-webhook-test-{}-{timestamp}-{base64}-{}",
+            "erpsync-webhook-test-{}-{}",
             std::process::id(),
-            timestamp_path.is_some()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::write(&dir, "whsec").unwrap();
         let config = WebhookConfig {
