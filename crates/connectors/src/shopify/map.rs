@@ -14,14 +14,28 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
+/// `value[key]` when `value` is an object. Shopify's objects have a few dozen fields at most, and
+/// finding the key among them is several times cheaper than hashing it (serde_json's maps keep
+/// their order and hash with SipHash): an order's conversion made about a hundred lookups, and
+/// hashing was a third of the mapping benchmark.
+fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(map) if map.len() <= 32 => {
+            map.iter().find(|(name, _)| name.as_str() == key).map(|(_, item)| item)
+        }
+        Value::Object(map) => map.get(key),
+        _ => None,
+    }
+}
+
 /// The text at `key`, when it is a non-empty string.
 pub fn text(value: &Value, key: &str) -> Option<String> {
-    value.get(key).and_then(Value::as_str).filter(|text| !text.is_empty()).map(str::to_string)
+    field(value, key).and_then(Value::as_str).filter(|text| !text.is_empty()).map(str::to_string)
 }
 
 /// The value at a dotted path.
 pub fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(value, |current, part| current.get(part)).filter(|value| !value.is_null())
+    path.split('.').try_fold(value, |current, part| field(current, part)).filter(|value| !value.is_null())
 }
 
 /// The nodes of a connection (`nodes` or `edges[].node`), or the items of a plain list.
@@ -29,11 +43,11 @@ pub fn nodes(value: Option<&Value>) -> Vec<&Value> {
     match value {
         Some(Value::Array(items)) => items.iter().collect(),
         Some(connection) => {
-            if let Some(Value::Array(nodes)) = connection.get("nodes") {
+            if let Some(Value::Array(nodes)) = field(connection, "nodes") {
                 return nodes.iter().collect();
             }
-            match connection.get("edges") {
-                Some(Value::Array(edges)) => edges.iter().filter_map(|edge| edge.get("node")).collect(),
+            match field(connection, "edges") {
+                Some(Value::Array(edges)) => edges.iter().filter_map(|edge| field(edge, "node")).collect(),
                 _ => Vec::new(),
             }
         }
@@ -48,13 +62,12 @@ fn decimal(value: Option<&Value>) -> Option<Decimal> {
 
 /// `xSet.shopMoney.amount`.
 fn shop_amount(value: &Value, set: &str) -> Decimal {
-    decimal(value.get(set).and_then(|bag| bag.get("shopMoney")).and_then(|money| money.get("amount")))
+    decimal(field(value, set).and_then(|bag| field(bag, "shopMoney")).and_then(|money| field(money, "amount")))
         .unwrap_or_default()
 }
 
 fn time(value: &Value, key: &str) -> Option<DateTime<Utc>> {
-    value
-        .get(key)
+    field(value, key)
         .and_then(Value::as_str)
         .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
         .map(|at| at.with_timezone(&Utc))
@@ -81,9 +94,9 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 pub fn product(node: &Value, currency: Currency, code_key: &str) -> Result<Product, String> {
     let id = text(node, "id").ok_or("the product has no id")?;
     let mut metafields = Map::new();
-    for metafield in nodes(node.get("metafields")) {
+    for metafield in nodes(field(node, "metafields")) {
         if let (Some(namespace), Some(key)) = (text(metafield, "namespace"), text(metafield, "key")) {
-            metafields.insert(format!("{namespace}.{key}"), metafield.get("value").cloned().unwrap_or(Value::Null));
+            metafields.insert(format!("{namespace}.{key}"), field(metafield, "value").cloned().unwrap_or(Value::Null));
         }
     }
     let code = metafields
@@ -92,20 +105,20 @@ pub fn product(node: &Value, currency: Currency, code_key: &str) -> Result<Produ
         .map(str::to_string)
         .or_else(|| text(node, "handle"))
         .unwrap_or_default();
-    let options = match node.get("options") {
+    let options = match field(node, "options") {
         Some(Value::Array(options)) => options
             .iter()
             .map(|option| ProductOption {
                 name: text(option, "name").unwrap_or_default(),
-                values: match option.get("optionValues") {
+                values: match field(option, "optionValues") {
                     Some(Value::Array(values)) => values.iter().filter_map(|value| text(value, "name")).collect(),
-                    _ => strings(option.get("values")),
+                    _ => strings(field(option, "values")),
                 },
             })
             .collect(),
         _ => Vec::new(),
     };
-    let variants = nodes(node.get("variants"))
+    let variants = nodes(field(node, "variants"))
         .into_iter()
         .map(|variant| {
             let mut extra = Extra::new();
@@ -119,15 +132,15 @@ pub fn product(node: &Value, currency: Currency, code_key: &str) -> Result<Produ
                 sku: text(variant, "sku").unwrap_or_default(),
                 title: text(variant, "title"),
                 barcode: text(variant, "barcode"),
-                options: nodes(variant.get("selectedOptions"))
+                options: nodes(field(variant, "selectedOptions"))
                     .into_iter()
                     .map(|selected| OptionValue {
                         option: text(selected, "name").unwrap_or_default(),
                         value: text(selected, "value").unwrap_or_default(),
                     })
                     .collect(),
-                price: decimal(variant.get("price")).map(|amount| Money::new(amount, currency)),
-                compare_at_price: decimal(variant.get("compareAtPrice")).map(|amount| Money::new(amount, currency)),
+                price: decimal(field(variant, "price")).map(|amount| Money::new(amount, currency)),
+                compare_at_price: decimal(field(variant, "compareAtPrice")).map(|amount| Money::new(amount, currency)),
                 cost: None,
                 price_includes_tax: false,
                 weight: None,
@@ -136,7 +149,7 @@ pub fn product(node: &Value, currency: Currency, code_key: &str) -> Result<Produ
             }
         })
         .collect();
-    let images = nodes(node.get("images"))
+    let images = nodes(field(node, "images"))
         .into_iter()
         .enumerate()
         .filter_map(|(index, image)| {
@@ -160,14 +173,14 @@ pub fn product(node: &Value, currency: Currency, code_key: &str) -> Result<Produ
         code,
         title: text(node, "title").unwrap_or_default(),
         description: text(node, "descriptionHtml"),
-        status: match node.get("status").and_then(Value::as_str) {
+        status: match field(node, "status").and_then(Value::as_str) {
             Some("DRAFT") => ProductStatus::Draft,
             Some("ARCHIVED") => ProductStatus::Archived,
             _ => ProductStatus::Active,
         },
         vendor: text(node, "vendor"),
         product_type: text(node, "productType"),
-        tags: strings(node.get("tags")),
+        tags: strings(field(node, "tags")),
         categories: Vec::new(),
         options,
         variants,
@@ -368,7 +381,7 @@ fn address(value: Option<&Value>, kind: AddressKind) -> Option<Address> {
 pub fn customer(node: &Value) -> Result<Customer, String> {
     let id = text(node, "id").ok_or("the customer has no id")?;
     let default_id = at(node, "defaultAddress.id").and_then(Value::as_str).map(str::to_string);
-    let addresses = nodes(node.get("addresses"))
+    let addresses = nodes(field(node, "addresses"))
         .into_iter()
         .filter_map(|value| {
             let mut address = address(Some(value), AddressKind::Both)?;
@@ -398,7 +411,7 @@ pub fn customer(node: &Value) -> Result<Customer, String> {
         updated_at: time(node, "updatedAt"),
         extra: {
             let mut extra = extra;
-            let tags = strings(node.get("tags"));
+            let tags = strings(field(node, "tags"));
             if !tags.is_empty() {
                 extra.insert("tags", json!(tags));
             }
@@ -412,7 +425,7 @@ fn tax_lines(value: Option<&Value>) -> Vec<TaxLine> {
         .into_iter()
         .map(|line| TaxLine {
             title: text(line, "title").unwrap_or_default(),
-            rate: decimal(line.get("rate")).unwrap_or_default(),
+            rate: decimal(field(line, "rate")).unwrap_or_default(),
             amount: shop_amount(line, "priceSet"),
         })
         .collect()
@@ -446,22 +459,22 @@ pub fn order(node: &Value) -> Result<Order, String> {
     let currency_code = text(node, "currencyCode").ok_or("the order has no currencyCode")?;
     let currency: Currency = currency_code.parse().map_err(|error| format!("currencyCode: {error}"))?;
     let mut discount_by_index: HashMap<i64, Decimal> = HashMap::new();
-    let lines = nodes(node.get("lineItems"))
+    let lines = nodes(field(node, "lineItems"))
         .into_iter()
         .map(|line| {
-            for allocation in nodes(line.get("discountAllocations")) {
+            for allocation in nodes(field(line, "discountAllocations")) {
                 if let Some(index) = at(allocation, "discountApplication.index").and_then(Value::as_i64) {
                     *discount_by_index.entry(index).or_default() += shop_amount(allocation, "allocatedAmountSet");
                 }
             }
-            let quantity = decimal(line.get("quantity")).unwrap_or_default();
+            let quantity = decimal(field(line, "quantity")).unwrap_or_default();
             let unit_price = shop_amount(line, "originalUnitPriceSet");
             let discount = shop_amount(line, "totalDiscountSet");
             let mut extra = Extra::new();
             if let Some(id) = text(line, "id") {
                 extra.insert("shopify_id", Value::String(id.clone()));
             }
-            if let Some(current) = line.get("currentQuantity").filter(|value| !value.is_null()) {
+            if let Some(current) = field(line, "currentQuantity").filter(|value| !value.is_null()) {
                 extra.insert("current_quantity", current.clone());
             }
             OrderLine {
@@ -471,19 +484,19 @@ pub fn order(node: &Value) -> Result<Order, String> {
                 quantity,
                 unit_price,
                 discount,
-                tax_lines: tax_lines(line.get("taxLines")),
+                tax_lines: tax_lines(field(line, "taxLines")),
                 total: unit_price * quantity - discount,
                 extra,
             }
         })
         .collect::<Vec<_>>();
-    let applications = nodes(node.get("discountApplications"));
+    let applications = nodes(field(node, "discountApplications"));
     let discount_total = shop_amount(node, "totalDiscountsSet");
     let discounts = applications
         .iter()
         .enumerate()
         .map(|(position, application)| {
-            let index = application.get("index").and_then(Value::as_i64).unwrap_or(position as i64);
+            let index = field(application, "index").and_then(Value::as_i64).unwrap_or(position as i64);
             let code = text(application, "code");
             let amount = match discount_by_index.get(&index) {
                 Some(amount) => *amount,
@@ -494,26 +507,26 @@ pub fn order(node: &Value) -> Result<Order, String> {
             Discount { title: text(application, "title").or_else(|| code.clone()).unwrap_or_default(), code, amount }
         })
         .collect();
-    let shipping_lines = nodes(node.get("shippingLines"))
+    let shipping_lines = nodes(field(node, "shippingLines"))
         .into_iter()
         .map(|line| ShippingLine {
             method: text(line, "code").or_else(|| text(line, "title")).unwrap_or_default(),
             title: text(line, "title").unwrap_or_default(),
             price: shop_amount(line, "originalPriceSet"),
-            tax_lines: tax_lines(line.get("taxLines")),
+            tax_lines: tax_lines(field(line, "taxLines")),
         })
         .collect();
     // What was paid, and through which gateways: the same from a read and from a webhook
     // body (which carries no transactions), so a record taken from a body and the same record
     // read later hash alike.
-    let gateways = strings(node.get("paymentGatewayNames"));
+    let gateways = strings(field(node, "paymentGatewayNames"));
     let received = shop_amount(node, "totalPriceSet") - shop_amount(node, "totalOutstandingSet");
     let payments = if gateways.is_empty() || received <= Decimal::ZERO {
         Vec::new()
     } else {
         vec![Payment { gateway: gateways.join(", "), method: None, amount: received, reference: None }]
     };
-    let customer = node.get("customer").filter(|customer| customer.is_object());
+    let customer = field(node, "customer").filter(|customer| customer.is_object());
     let party = OrderParty {
         email: text(node, "email").or_else(|| customer.and_then(|customer| text(customer, "email"))),
         number: None,
@@ -523,7 +536,7 @@ pub fn order(node: &Value) -> Result<Order, String> {
         phone: text(node, "phone").or_else(|| customer.and_then(|customer| text(customer, "phone"))),
         group: None,
     };
-    let cancellation = node.get("cancelledAt").and_then(Value::as_str).map(|_| Cancellation {
+    let cancellation = field(node, "cancelledAt").and_then(Value::as_str).map(|_| Cancellation {
         cancelled_at: time(node, "cancelledAt"),
         reason: text(node, "cancelReason").map(|reason| reason.to_lowercase()),
     });
@@ -535,10 +548,10 @@ pub fn order(node: &Value) -> Result<Order, String> {
     if let Some(presentment) = text(node, "presentmentCurrencyCode").filter(|code| *code != currency_code) {
         extra.insert("presentment_currency", Value::String(presentment));
     }
-    if let Some(closed) = node.get("closed").and_then(Value::as_bool) {
+    if let Some(closed) = field(node, "closed").and_then(Value::as_bool) {
         extra.insert("closed", Value::Bool(closed));
     }
-    let tags = strings(node.get("tags"));
+    let tags = strings(field(node, "tags"));
     if !tags.is_empty() {
         extra.insert("tags", json!(tags));
     }
@@ -547,15 +560,15 @@ pub fn order(node: &Value) -> Result<Order, String> {
         placed_at: time(node, "processedAt").or_else(|| time(node, "createdAt")),
         updated_at: time(node, "updatedAt"),
         currency,
-        prices_include_tax: node.get("taxesIncluded").and_then(Value::as_bool).unwrap_or(false),
+        prices_include_tax: field(node, "taxesIncluded").and_then(Value::as_bool).unwrap_or(false),
         rounding: Default::default(),
         customer: party,
-        billing_address: address(node.get("billingAddress"), AddressKind::Billing),
-        shipping_address: address(node.get("shippingAddress"), AddressKind::Shipping),
+        billing_address: address(field(node, "billingAddress"), AddressKind::Billing),
+        shipping_address: address(field(node, "shippingAddress"), AddressKind::Shipping),
         lines,
         discounts,
         shipping_lines,
-        tax_lines: tax_lines(node.get("taxLines")),
+        tax_lines: tax_lines(field(node, "taxLines")),
         totals: OrderTotals {
             subtotal: shop_amount(node, "subtotalPriceSet"),
             discount_total,
@@ -564,8 +577,8 @@ pub fn order(node: &Value) -> Result<Order, String> {
             total: shop_amount(node, "totalPriceSet"),
         },
         payments,
-        financial_status: financial_status(node.get("displayFinancialStatus").and_then(Value::as_str)),
-        fulfillment_status: fulfillment_status(node.get("displayFulfillmentStatus").and_then(Value::as_str)),
+        financial_status: financial_status(field(node, "displayFinancialStatus").and_then(Value::as_str)),
+        fulfillment_status: fulfillment_status(field(node, "displayFulfillmentStatus").and_then(Value::as_str)),
         cancellation,
         note: text(node, "note"),
         sales_channel: text(node, "sourceName"),
@@ -584,21 +597,21 @@ pub fn order_from_rest(body: &Value) -> Result<Order, String> {
 fn rest_order_node(body: &Value) -> Result<Value, String> {
     let gid = |value: &Value, kind: &str| -> Option<String> {
         text(value, "admin_graphql_api_id")
-            .or_else(|| value.get("id").and_then(Value::as_u64).map(|id| format!("gid://shopify/{kind}/{id}")))
+            .or_else(|| field(value, "id").and_then(Value::as_u64).map(|id| format!("gid://shopify/{kind}/{id}")))
     };
     let id = gid(body, "Order").ok_or("the order has neither admin_graphql_api_id nor a numeric id")?;
     let money = |value: &Value, set: &str, plain: &str| -> Value {
-        let amount = at(value, &format!("{set}.shop_money.amount")).or_else(|| value.get(plain)).cloned();
+        let amount = at(value, &format!("{set}.shop_money.amount")).or_else(|| field(value, plain)).cloned();
         json!({ "shopMoney": { "amount": amount.unwrap_or(Value::Null) } })
     };
     let taxes = |value: &Value| -> Value {
         Value::Array(
-            nodes(value.get("tax_lines"))
+            nodes(field(value, "tax_lines"))
                 .into_iter()
                 .map(|line| {
                     json!({
-                        "title": line.get("title"),
-                        "rate": line.get("rate"),
+                        "title": field(line, "title"),
+                        "rate": field(line, "rate"),
                         "priceSet": money(line, "price_set", "price"),
                     })
                 })
@@ -608,29 +621,29 @@ fn rest_order_node(body: &Value) -> Result<Value, String> {
     let address = |value: Option<&Value>| -> Value {
         match value.filter(|value| value.is_object()) {
             Some(address) => json!({
-                "firstName": address.get("first_name"),
-                "lastName": address.get("last_name"),
-                "company": address.get("company"),
-                "address1": address.get("address1"),
-                "address2": address.get("address2"),
-                "city": address.get("city"),
-                "provinceCode": address.get("province_code"),
-                "countryCodeV2": address.get("country_code"),
-                "zip": address.get("zip"),
-                "phone": address.get("phone"),
+                "firstName": field(address, "first_name"),
+                "lastName": field(address, "last_name"),
+                "company": field(address, "company"),
+                "address1": field(address, "address1"),
+                "address2": field(address, "address2"),
+                "city": field(address, "city"),
+                "provinceCode": field(address, "province_code"),
+                "countryCodeV2": field(address, "country_code"),
+                "zip": field(address, "zip"),
+                "phone": field(address, "phone"),
             }),
             None => Value::Null,
         }
     };
-    let lines: Vec<Value> = nodes(body.get("line_items"))
+    let lines: Vec<Value> = nodes(field(body, "line_items"))
         .into_iter()
         .map(|line| {
             json!({
                 "id": gid(line, "LineItem"),
-                "sku": line.get("sku"),
-                "title": line.get("title").filter(|title| !title.is_null()).or_else(|| line.get("name")),
-                "quantity": line.get("quantity"),
-                "currentQuantity": line.get("current_quantity"),
+                "sku": field(line, "sku"),
+                "title": field(line, "title").filter(|title| !title.is_null()).or_else(|| field(line, "name")),
+                "quantity": field(line, "quantity"),
+                "currentQuantity": field(line, "current_quantity"),
                 "originalUnitPriceSet": money(line, "price_set", "price"),
                 "totalDiscountSet": money(line, "total_discount_set", "total_discount"),
                 "taxLines": taxes(line),
@@ -639,40 +652,40 @@ fn rest_order_node(body: &Value) -> Result<Value, String> {
         .collect();
     // Per-line allocations are left out, as the read leaves them out: one application takes
     // the order's whole discount either way.
-    let applications: Vec<Value> = nodes(body.get("discount_applications"))
+    let applications: Vec<Value> = nodes(field(body, "discount_applications"))
         .into_iter()
         // The read asks for the first 5 (`discountApplications(first: 5)`).
         .take(5)
         .enumerate()
         .map(|(index, application)| {
-            let code = (application.get("type").and_then(Value::as_str) == Some("discount_code"))
-                .then(|| application.get("code").cloned())
+            let code = (field(application, "type").and_then(Value::as_str) == Some("discount_code"))
+                .then(|| field(application, "code").cloned())
                 .flatten();
-            json!({ "index": index, "code": code, "title": application.get("title") })
+            json!({ "index": index, "code": code, "title": field(application, "title") })
         })
         .collect();
-    let shipping_lines: Vec<Value> = nodes(body.get("shipping_lines"))
+    let shipping_lines: Vec<Value> = nodes(field(body, "shipping_lines"))
         .into_iter()
         .map(|line| {
             json!({
-                "title": line.get("title"),
-                "code": line.get("code"),
+                "title": field(line, "title"),
+                "code": field(line, "code"),
                 "originalPriceSet": money(line, "price_set", "price"),
                 "taxLines": taxes(line),
             })
         })
         .collect();
-    let customer = body.get("customer").filter(|customer| customer.is_object()).map(|customer| {
+    let customer = field(body, "customer").filter(|customer| customer.is_object()).map(|customer| {
         json!({
             "id": gid(customer, "Customer"),
-            "email": customer.get("email"),
-            "firstName": customer.get("first_name"),
-            "lastName": customer.get("last_name"),
-            "phone": customer.get("phone"),
+            "email": field(customer, "email"),
+            "firstName": field(customer, "first_name"),
+            "lastName": field(customer, "last_name"),
+            "phone": field(customer, "phone"),
         })
     });
-    let upper = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_uppercase);
-    let fulfillment = match body.get("fulfillment_status").and_then(Value::as_str) {
+    let upper = |key: &str| field(body, key).and_then(Value::as_str).map(str::to_uppercase);
+    let fulfillment = match field(body, "fulfillment_status").and_then(Value::as_str) {
         Some("fulfilled") => Some("FULFILLED"),
         Some("partial") => Some("PARTIALLY_FULFILLED"),
         Some("restocked") => Some("RESTOCKED"),
@@ -680,34 +693,34 @@ fn rest_order_node(body: &Value) -> Result<Value, String> {
     };
     Ok(json!({
         "id": id,
-        "name": body.get("name"),
-        "email": body.get("email"),
-        "phone": body.get("phone"),
-        "note": body.get("note"),
-        "tags": body.get("tags"),
-        "createdAt": body.get("created_at"),
-        "processedAt": body.get("processed_at"),
-        "updatedAt": body.get("updated_at"),
-        "cancelledAt": body.get("cancelled_at"),
+        "name": field(body, "name"),
+        "email": field(body, "email"),
+        "phone": field(body, "phone"),
+        "note": field(body, "note"),
+        "tags": field(body, "tags"),
+        "createdAt": field(body, "created_at"),
+        "processedAt": field(body, "processed_at"),
+        "updatedAt": field(body, "updated_at"),
+        "cancelledAt": field(body, "cancelled_at"),
         "cancelReason": upper("cancel_reason"),
-        "closed": body.get("closed_at").map(|closed| !closed.is_null()),
-        "currencyCode": body.get("currency"),
-        "presentmentCurrencyCode": body.get("presentment_currency"),
-        "taxesIncluded": body.get("taxes_included"),
+        "closed": field(body, "closed_at").map(|closed| !closed.is_null()),
+        "currencyCode": field(body, "currency"),
+        "presentmentCurrencyCode": field(body, "presentment_currency"),
+        "taxesIncluded": field(body, "taxes_included"),
         "displayFinancialStatus": upper("financial_status"),
         "displayFulfillmentStatus": fulfillment,
-        "sourceName": body.get("source_name"),
+        "sourceName": field(body, "source_name"),
         "subtotalPriceSet": money(body, "subtotal_price_set", "subtotal_price"),
         "totalPriceSet": money(body, "total_price_set", "total_price"),
         "totalTaxSet": money(body, "total_tax_set", "total_tax"),
         "totalShippingPriceSet": money(body, "total_shipping_price_set", "total_shipping_price"),
         "totalDiscountsSet": money(body, "total_discounts_set", "total_discounts"),
-        "totalOutstandingSet": { "shopMoney": { "amount": body.get("total_outstanding") } },
-        "paymentGatewayNames": body.get("payment_gateway_names"),
+        "totalOutstandingSet": { "shopMoney": { "amount": field(body, "total_outstanding") } },
+        "paymentGatewayNames": field(body, "payment_gateway_names"),
         "taxLines": taxes(body),
         "discountApplications": applications,
-        "billingAddress": address(body.get("billing_address")),
-        "shippingAddress": address(body.get("shipping_address")),
+        "billingAddress": address(field(body, "billing_address")),
+        "shippingAddress": address(field(body, "shipping_address")),
         "customer": customer,
         "lineItems": lines,
         "shippingLines": shipping_lines,
@@ -719,7 +732,7 @@ pub fn order_status(node: &Value) -> Result<OrderStatusChange, String> {
     let order = order(node)?;
     let state = if order.cancellation.is_some() {
         OrderState::Cancelled
-    } else if node.get("closed").and_then(Value::as_bool) == Some(true) {
+    } else if field(node, "closed").and_then(Value::as_bool) == Some(true) {
         OrderState::Completed
     } else if order.fulfillment_status == FulfillmentStatus::PartiallyFulfilled {
         OrderState::Processing
@@ -749,14 +762,14 @@ pub fn refunds(node: &Value) -> Result<Vec<(String, Refund)>, String> {
         .ok_or("the order has no currencyCode")?
         .parse()
         .map_err(|error| format!("currencyCode: {error}"))?;
-    let skus: HashMap<String, String> = nodes(node.get("lineItems"))
+    let skus: HashMap<String, String> = nodes(field(node, "lineItems"))
         .into_iter()
         .filter_map(|line| Some((text(line, "id")?, text(line, "sku")?)))
         .collect();
     let mut out = Vec::new();
-    for refund in nodes(node.get("refunds")) {
+    for refund in nodes(field(node, "refunds")) {
         let id = text(refund, "id").ok_or("a refund has no id")?;
-        let lines = nodes(refund.get("refundLineItems"))
+        let lines = nodes(field(refund, "refundLineItems"))
             .into_iter()
             .map(|line| {
                 let line_id = at(line, "lineItem.id").and_then(Value::as_str).unwrap_or_default();
@@ -766,10 +779,10 @@ pub fn refunds(node: &Value) -> Result<Vec<(String, Refund)>, String> {
                         .map(str::to_string)
                         .or_else(|| skus.get(line_id).cloned())
                         .unwrap_or_default(),
-                    quantity: decimal(line.get("quantity")).unwrap_or_default(),
+                    quantity: decimal(field(line, "quantity")).unwrap_or_default(),
                     amount: shop_amount(line, "subtotalSet"),
                     restock: matches!(
-                        line.get("restockType").and_then(Value::as_str),
+                        field(line, "restockType").and_then(Value::as_str),
                         Some("RETURN" | "CANCEL" | "LEGACY_RESTOCK")
                     ),
                 }
@@ -796,15 +809,15 @@ pub fn refunds(node: &Value) -> Result<Vec<(String, Refund)>, String> {
 /// A variant's inventory levels as stock levels, one per location.
 pub fn stock_levels(variant: &Value) -> Vec<StockLevel> {
     let sku = text(variant, "sku").unwrap_or_default();
-    let Some(item) = variant.get("inventoryItem") else { return Vec::new() };
-    nodes(item.get("inventoryLevels"))
+    let Some(item) = field(variant, "inventoryItem") else { return Vec::new() };
+    nodes(field(item, "inventoryLevels"))
         .into_iter()
         .map(|level| {
             let quantity = |name: &str| {
-                nodes(level.get("quantities"))
+                nodes(field(level, "quantities"))
                     .into_iter()
-                    .find(|quantity| quantity.get("name").and_then(Value::as_str) == Some(name))
-                    .and_then(|quantity| decimal(quantity.get("quantity")))
+                    .find(|quantity| field(quantity, "name").and_then(Value::as_str) == Some(name))
+                    .and_then(|quantity| decimal(field(quantity, "quantity")))
             };
             let mut extra = Extra::new();
             if let Some(id) = at(level, "location.id").and_then(Value::as_str) {
@@ -827,7 +840,7 @@ pub fn user_error_messages(errors: &[Value]) -> Vec<(Vec<String>, String)> {
     errors
         .iter()
         .map(|error| {
-            let field: Vec<String> = match error.get("field") {
+            let field: Vec<String> = match field(error, "field") {
                 Some(Value::Array(parts)) => {
                     parts.iter().map(|part| part.as_str().map_or(part.to_string(), str::to_string)).collect()
                 }
