@@ -18,8 +18,22 @@ use chrono::{DateTime, Utc};
 use erpsync_queue::{Delivery, LockGuard, LockMode, NewQueuedJob, Published, QueueError};
 use erpsync_store::RunStatus;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+
+/// Jobs a worker holds beyond `engine.concurrency` while they wait for their flow's lock. The
+/// queue hands out one job per key at a time, so a flow has at most its pull and one job per
+/// record partition waiting; this bounds them all the same.
+const MAX_WAITING_JOBS: usize = 64;
+
+/// A job's claim on one of the worker's `engine.concurrency` run slots.
+struct Slot {
+    slots: Arc<Semaphore>,
+    /// Taken when the job was pulled, if one was free then.
+    permit: Option<OwnedSemaphorePermit>,
+}
 
 /// The kind of every run job.
 pub const RUN_FLOW: &str = "run_flow";
@@ -270,8 +284,15 @@ impl Engine {
 
     /// The worker role: pulls run jobs while slots are free (`engine.concurrency`) and runs
     /// them; on shutdown stops pulling and waits for the running ones.
+    ///
+    /// A job waiting for its flow's lock (a long pull of the flow runs, here or on another
+    /// worker) gives its slot back while it waits: webhook jobs queued behind a pull must not
+    /// stop every other flow. It takes a slot each time it tries the lock again, so no more
+    /// than `engine.concurrency` runs ever run, and locks are held, at once.
     async fn work(self: &std::sync::Arc<Self>, shutdown: Shutdown) -> Result<(), EngineError> {
-        tracing::info!(worker = %self.worker().0, concurrency = self.config().engine.concurrency, "Worker started.");
+        let concurrency = self.config().engine.concurrency;
+        tracing::info!(worker = %self.worker().0, concurrency, "Worker started.");
+        let slots = Arc::new(Semaphore::new(concurrency));
         let mut running: JoinSet<()> = JoinSet::new();
         let mut tick = shutdown.clone();
         let mut last_reclaim: Option<std::time::Instant> = None;
@@ -284,7 +305,8 @@ impl Engine {
                 }
             }
             while running.try_join_next().is_some() {}
-            let free = self.config().engine.concurrency.saturating_sub(running.len());
+            let room = (concurrency + MAX_WAITING_JOBS).saturating_sub(running.len());
+            let free = slots.available_permits().min(room);
             if free == 0 {
                 // Every slot busy: wait for one to free (or a little, to reclaim and check).
                 tokio::select! {
@@ -301,7 +323,10 @@ impl Engine {
                     for delivery in deliveries {
                         let engine = self.clone();
                         let shutdown = shutdown.clone();
-                        running.spawn(async move { engine.handle(delivery, shutdown).await });
+                        // A job that finds every slot taken (one given back a moment ago was
+                        // taken again) waits for one in its task.
+                        let slot = Slot { slots: slots.clone(), permit: slots.clone().try_acquire_owned().ok() };
+                        running.spawn(async move { engine.handle(delivery, slot, shutdown).await });
                     }
                 }
                 Err(error) => {
@@ -318,7 +343,7 @@ impl Engine {
 
     /// Runs one delivered job and settles it: acknowledged once its pages are committed, handed
     /// back (with a backoff when it failed), or acknowledged without a run when it is moot.
-    async fn handle(self: std::sync::Arc<Self>, delivery: Delivery, shutdown: Shutdown) {
+    async fn handle(self: std::sync::Arc<Self>, delivery: Delivery, slot: Slot, shutdown: Shutdown) {
         let request: RunRequest = match serde_json::from_value(delivery.payload.clone()) {
             Ok(request) => request,
             Err(error) => {
@@ -327,7 +352,7 @@ impl Engine {
                 return;
             }
         };
-        let outcome = self.handle_request(&delivery, &request, shutdown).await;
+        let outcome = self.handle_request(&delivery, &request, slot, shutdown).await;
         let settle = match outcome {
             Ok(Handled::Done) => Settle::Ack,
             Ok(Handled::Interrupted) => Settle::Retry(Duration::ZERO, "interrupted: the worker stopped".into()),
@@ -360,6 +385,7 @@ impl Engine {
         &self,
         delivery: &Delivery,
         request: &RunRequest,
+        slot: Slot,
         shutdown: Shutdown,
     ) -> Result<Handled, EngineError> {
         let Some(flow) = self.config().flows.get(&request.flow) else {
@@ -409,7 +435,7 @@ impl Engine {
                 }
             })
         };
-        let result = self.run_locked(&ctx, request, &stop).await;
+        let result = self.run_locked(&ctx, request, slot, &stop).await;
         keepalive.abort();
         match result? {
             None => Ok(Handled::Interrupted),
@@ -424,19 +450,37 @@ impl Engine {
         }
     }
 
-    /// Waits for the flow's lock (while `stop` is not triggered), runs the request, releases.
-    /// `None` when stopped before the lock was free.
+    /// Takes a slot and the flow's lock (while `stop` is not triggered), runs the request,
+    /// releases both. The slot is given back while the lock is waited for. `None` when stopped
+    /// before the run could start.
     async fn run_locked(
         &self,
         ctx: &crate::flow::FlowContext,
         request: &RunRequest,
+        slot: Slot,
         stop: &Shutdown,
     ) -> Result<Option<RunSummary>, EngineError> {
         let mode = request.lock_mode();
         let mut waiting = stop.clone();
-        let lock = loop {
+        // A lock is only ever held with a slot, so a process holds at most `concurrency` flow
+        // locks (each a connection on PostgreSQL).
+        let Slot { slots, mut permit } = slot;
+        let mut waited = false;
+        let (lock, _permit) = loop {
+            let held = match permit.take() {
+                Some(permit) => permit,
+                None => tokio::select! {
+                    permit = slots.clone().acquire_owned() => permit.expect("the worker's slots are never closed"),
+                    _ = waiting.requested() => return Ok(None),
+                },
+            };
             if let Some(lock) = self.try_lock_flow(&request.flow, mode).await? {
-                break lock;
+                break (lock, held);
+            }
+            drop(held);
+            if !waited {
+                waited = true;
+                tracing::debug!(flow = %request.flow, "Waiting for the flow's lock, without a slot.");
             }
             if !waiting.sleep(Duration::from_millis(250)).await {
                 return Ok(None);
