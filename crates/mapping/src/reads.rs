@@ -56,11 +56,8 @@ const CONTEXT_FUNCTIONS: &[(&str, usize)] = &[
     ("contains", 2),
     ("decodeUrl", 1),
     ("decodeUrlComponent", 1),
-    ("each", 2),
     ("encodeUrl", 1),
     ("encodeUrlComponent", 1),
-    // `$eval(expression)` evaluates its text against the context.
-    ("eval", 2),
     ("floor", 1),
     ("formatBase", 2),
     ("formatInteger", 2),
@@ -78,11 +75,10 @@ const CONTEXT_FUNCTIONS: &[(&str, usize)] = &[
     ("power", 2),
     ("replace", 4),
     ("round", 2),
-    ("sift", 2),
     ("split", 3),
     ("spread", 1),
     ("sqrt", 1),
-    ("string", 2),
+    ("string", 1),
     ("substring", 3),
     ("substringAfter", 2),
     ("substringBefore", 2),
@@ -90,6 +86,12 @@ const CONTEXT_FUNCTIONS: &[(&str, usize)] = &[
     ("trim", 1),
     ("uppercase", 1),
 ];
+
+/// Built-ins that read the input whole whatever their arguments: `$eval` evaluates a text, which
+/// may be built at run time, against the input (also when its second argument is undefined), and
+/// `$sift` and `$each` take the context when their optional or last argument is left out or
+/// turns out undefined (`$sift(f, missing)` runs as `$sift(f)`).
+const WHOLE_INPUT_FUNCTIONS: &[&str] = &["eval", "sift", "each"];
 
 /// The fields `ast` may read. The tree is walked in its serialized form, which names every
 /// variant: a construct this analysis does not list cannot slip through as a field read.
@@ -150,8 +152,8 @@ fn variant_reads(variant: &str, body: &Value, names: &mut BTreeSet<String>) -> O
             let (Some(name), Some(args)) = (name, args) else {
                 return Some(false);
             };
-            let takes_context =
-                CONTEXT_FUNCTIONS.iter().any(|(function, parameters)| *function == name && args.len() < *parameters);
+            let takes_context = WHOLE_INPUT_FUNCTIONS.contains(&name)
+                || CONTEXT_FUNCTIONS.iter().any(|(function, parameters)| *function == name && args.len() < *parameters);
             !takes_context && args.iter().all(|arg| walk(arg, names))
         }
         // A call of a computed function may call a context-taking built-in.
@@ -165,7 +167,7 @@ fn variant_reads(variant: &str, body: &Value, names: &mut BTreeSet<String>) -> O
 }
 
 fn is_context_function(name: &str) -> bool {
-    CONTEXT_FUNCTIONS.iter().any(|(function, _)| *function == name)
+    WHOLE_INPUT_FUNCTIONS.contains(&name) || CONTEXT_FUNCTIONS.iter().any(|(function, _)| *function == name)
 }
 
 #[cfg(test)]
@@ -189,6 +191,7 @@ mod tests {
         assert_eq!(reads("status = 'paid' ? 'P' : 'O'"), fields(&["status"]));
         assert_eq!(reads("$uppercase(customer.email)"), fields(&["customer", "email"]));
         assert_eq!(reads("{'a': number, 'b': $string(total, false)}"), fields(&["number", "total"]));
+        assert_eq!(reads("$string(total)"), fields(&["total"]));
         assert_eq!(reads("'constant'"), fields(&[]));
     }
 
@@ -205,6 +208,10 @@ mod tests {
             "$keys()",
             "$uppercase()",
             "$eval('number')",
+            "$eval('customer', missing)",
+            "$eval('$$.customer', {})",
+            "$sift(function($v){true}, missing)",
+            "$each(missing, function($v, $k){$k})",
             "$lookup($, 'number')",
             "($f := $string; $f())",
             "$substring(?, 1)",
