@@ -51,13 +51,13 @@ const MAX_GROUP_ROWS: usize = 10_000;
 
 /// Most keys remembered per file for duplicate detection: past this, the engine's own check by
 /// source id and origin group still applies. Memory decides the number. The map holds 16 bytes
-/// per key plus its control bytes and doubles as it grows, so at 400,000 keys (about 130,000
-/// products with three variants) it takes 9 MiB, and 13 MiB while it grows. A cap of 1,000,000
-/// meant 36 MiB, and 53 MiB while growing, and a sync of 400,000 products × 3 peaked at 165 MiB.
-/// The cap stays below the map's next doubling (458,752 keys) with room for the largest record
-/// (`MAX_GROUP_ROWS` variants).
+/// per key plus a control byte per slot and doubles as it grows, so at 400,000 keys (100,000
+/// products with three variants: the code and three SKUs each) it takes 9 MiB, and 13 MiB while
+/// it grows. A cap of 1,000,000 meant 34 MiB, and 51 MiB while growing, and a sync of 400,000
+/// products × 3 peaked at 165 MiB. A record's keys are remembered only when all of them fit, so
+/// the map never reaches its next doubling (458,752 keys).
 const MAX_SEEN_KEYS: usize = 400_000;
-const _: () = assert!(MAX_SEEN_KEYS + MAX_GROUP_ROWS < 458_752);
+const _: () = assert!(MAX_SEEN_KEYS < 458_752);
 
 /// Files being streamed whose seen keys are kept between pages.
 const MAX_SEEN_STATES: usize = 4;
@@ -931,7 +931,7 @@ impl Scan {
             }
             hashes.push(hash);
         }
-        if self.seen.keys.len() < MAX_SEEN_KEYS {
+        if self.seen.keys.len() + hashes.len() <= MAX_SEEN_KEYS {
             let row = u32::try_from(number).unwrap_or(u32::MAX);
             for hash in hashes {
                 self.seen.keys.insert(hash, row);
@@ -940,9 +940,10 @@ impl Scan {
             self.seen.capped = true;
             tracing::warn!(
                 file = %self.file,
+                row = number,
                 keys = MAX_SEEN_KEYS,
-                "{}s from {number} on are not checked for codes and SKUs repeated from earlier {}s: \
-                 the file has more keys than are remembered per file",
+                "codes and SKUs from {} {number} on are no longer remembered: a later {} that repeats one \
+                 is not reported (the file has more keys than are remembered per file)",
                 self.unit,
                 self.unit
             );
