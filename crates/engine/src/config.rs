@@ -150,7 +150,9 @@ pub struct EngineSettings {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub lease: Duration,
-    /// How many flows `serve` runs at the same time.
+    /// How many flows `serve` runs at the same time. A job waiting for its flow's lock (another
+    /// run of the flow holds it) does not take one of these slots; a worker holds at most 64 such
+    /// jobs besides.
     pub concurrency: usize,
     /// Time zone of cron schedules (IANA name, `Europe/Berlin`); a flow's `timezone` overrides.
     pub timezone: String,
