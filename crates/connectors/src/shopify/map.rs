@@ -840,7 +840,7 @@ pub fn user_error_messages(errors: &[Value]) -> Vec<(Vec<String>, String)> {
     errors
         .iter()
         .map(|error| {
-            let field: Vec<String> = match field(error, "field") {
+            let path: Vec<String> = match field(error, "field") {
                 Some(Value::Array(parts)) => {
                     parts.iter().map(|part| part.as_str().map_or(part.to_string(), str::to_string)).collect()
                 }
@@ -852,7 +852,7 @@ pub fn user_error_messages(errors: &[Value]) -> Vec<(Vec<String>, String)> {
                 Some(code) => format!("{message} ({code})"),
                 None => message,
             };
-            (field, message)
+            (path, message)
         })
         .collect()
 }
