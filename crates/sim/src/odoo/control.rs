@@ -167,13 +167,9 @@ pub async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 pub async fn post_seed(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let config: SeedConfig = if body.is_empty() {
-        SeedConfig::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(config) => config,
-            Err(error) => return bad_request(format!("parsing seed config: {error}")),
-        }
+    let config = match request_or(&body, "seed config", SeedConfig::default) {
+        Ok(config) => config,
+        Err(message) => return bad_request(message),
     };
     if let Err(message) = config.validate() {
         return bad_request(message);
@@ -310,10 +306,19 @@ fn default_activity_count() -> usize {
 }
 
 fn parse_activity(body: &[u8]) -> Result<ActivityRequest, String> {
+    request_or(body, "activity request", || ActivityRequest {
+        count: default_activity_count(),
+        seed: 0,
+        confirm: false,
+    })
+}
+
+/// A control request's JSON body, or `empty()` when there is none.
+fn request_or<T: serde::de::DeserializeOwned>(body: &[u8], what: &str, empty: impl FnOnce() -> T) -> Result<T, String> {
     if body.is_empty() {
-        return Ok(ActivityRequest { count: default_activity_count(), seed: 0, confirm: false });
+        return Ok(empty());
     }
-    serde_json::from_slice(body).map_err(|error| format!("parsing activity request: {error}"))
+    serde_json::from_slice(body).map_err(|error| format!("parsing {what}: {error}"))
 }
 
 /// Runs an activity generator as one transaction and sends the webhooks it produced.
@@ -365,13 +370,9 @@ struct InvoiceRequest {
 /// those whose transfers are done) and posts the invoices, as accounting would: drives
 /// documents back to the shop. `{order_ids, delivered}`; answers the invoices' ids.
 pub async fn post_invoice(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let request: InvoiceRequest = if body.is_empty() {
-        InvoiceRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(request) => request,
-            Err(error) => return bad_request(format!("parsing invoice request: {error}")),
-        }
+    let request = match request_or(&body, "invoice request", InvoiceRequest::default) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
     };
     run_activity(&shared, |state| super::seed::invoice_orders(state, request.order_ids.as_deref(), request.delivered))
 }
@@ -426,14 +427,11 @@ fn default_carrier() -> String {
 /// Ships confirmed orders: sets a tracking reference on their open transfers and validates
 /// them, as a warehouse worker would; drives fulfilment back to the shop.
 pub async fn post_ship(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let request: ShipRequest = if body.is_empty() {
-        ShipRequest { order_ids: None, carrier: default_carrier() }
-    } else {
-        match serde_json::from_slice(&body) {
+    let request =
+        match request_or(&body, "ship request", || ShipRequest { order_ids: None, carrier: default_carrier() }) {
             Ok(request) => request,
-            Err(error) => return bad_request(format!("parsing ship request: {error}")),
-        }
-    };
+            Err(message) => return bad_request(message),
+        };
     let mut state = shared.lock();
     let ctx = Context::default();
     let pickings: Vec<i64> = state
